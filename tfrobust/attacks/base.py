@@ -1,0 +1,191 @@
+"""The attack base class: configuration plus one method `(model, x, y) -> x_adv`."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfrobust.attacks import projections
+from tfrobust.utils import validation
+from tfrobust.utils.device import resolve_jit_compile
+
+_REGISTRY = {}
+
+
+def register(name):
+    """Class decorator: make an attack serialisable and findable by `get(name)`."""
+
+    def wrap(cls):
+        cls = keras.saving.register_keras_serializable(package="tfrobust")(cls)
+        cls.registry_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def as_logits_fn(model):
+    """A function from images to float32 logits, calling Keras models in inference mode.
+
+    `model` may be a Keras model/layer (called with `training=False`) or any
+    callable (used as is: `RobustModel` passes the function whose logits the
+    attack should see, e.g. `s * cos` for a hypersphere head).
+    """
+    if isinstance(model, keras.Layer):
+        def logits_fn(x):
+            return tf.cast(model(x, training=False), tf.float32)
+    elif callable(model):
+        def logits_fn(x):
+            return tf.cast(model(x), tf.float32)
+    else:
+        raise TypeError(
+            "Expected model to be a Keras model or a callable returning logits. "
+            f"Received: model of type {type(model).__name__}"
+        )
+    return logits_fn
+
+
+class Attack:
+    """Base class of every attack: a configuration and `(model, x, y) -> x_adv`.
+
+    Subclasses implement `perturb(model, x, y, seed)` with TensorFlow ops only
+    (loops as `tf.while_loop`), so the same code runs eagerly, inside a Keras
+    `train_step`, under `tf.distribute` and under XLA. Calling the attack
+    object eagerly runs `perturb` in a cached `tf.function`.
+
+    Args:
+        epsilon: radius of the threat model, in pixel units of [clip_min, clip_max].
+        norm: `"linf"` or `"l2"`.
+        clip_min, clip_max: the valid pixel range.
+        targeted: if True, `y` holds target classes and the attack moves towards them.
+        seed: int seed for the random parts; calls made with the same seed and
+            in the same order give the same results.
+        jit_compile: compile eager calls with XLA; `"auto"` picks the measured
+            faster choice for the device (off on CPU).
+    """
+
+    registry_name = None
+
+    def __init__(self, epsilon, norm="linf", clip_min=0.0, clip_max=1.0, targeted=False,
+                 seed=0, jit_compile="auto"):
+        self.epsilon = validation.check_number("epsilon", epsilon, minimum=0.0)
+        self.norm = validation.check_choice("norm", norm, projections.NORMS)
+        self.clip_min = validation.check_number("clip_min", clip_min)
+        self.clip_max = validation.check_number("clip_max", clip_max)
+        if self.clip_max <= self.clip_min:
+            raise ValueError(
+                "Expected clip_max > clip_min. Received: "
+                f"clip_min={clip_min!r}, clip_max={clip_max!r}"
+            )
+        if self.norm == "linf" and self.epsilon > self.clip_max - self.clip_min:
+            raise ValueError(
+                f"Expected epsilon <= clip_max - clip_min = {self.clip_max - self.clip_min:g} "
+                f"for the linf norm. Received: epsilon={epsilon!r}"
+            )
+        if not isinstance(targeted, bool):
+            raise TypeError(f"Expected targeted to be a bool. Received: targeted={targeted!r}")
+        self.targeted = targeted
+        self.seed = validation.check_number("seed", seed, minimum=0, integer=True)
+        resolve_jit_compile(jit_compile)  # validates the value
+        self.jit_compile = jit_compile
+        self._calls = 0
+        self._compiled = None
+
+    # -- the one method subclasses write -------------------------------------------------
+    def perturb(self, model, x, y, seed=None):
+        """Graph-safe attack on a batch: returns `x_adv` with the shape of `x`.
+
+        Args:
+            model: a Keras model or a callable from images to logits.
+            x: float32 images (B, H, W, C) in [clip_min, clip_max].
+            y: int labels (B,) (targets if `targeted`).
+            seed: shape-(2,) int32 tensor for stateless random ops.
+        """
+        raise NotImplementedError
+
+    # -- calling -------------------------------------------------------------------------
+    def __call__(self, model, x, y, seed=None):
+        """Run the attack; eagerly this validates inputs and uses a cached `tf.function`."""
+        if not tf.executing_eagerly():
+            return self.perturb(model, x, y, self._seed_tensor(seed))
+        x, y = self._check_inputs(x, y)
+        seed = self._seed_tensor(seed)
+        if self._compiled is None or self._compiled[0] is not model:
+            fn = tf.function(
+                lambda x_, y_, s_: self.perturb(model, x_, y_, s_),
+                jit_compile=resolve_jit_compile(self.jit_compile),
+                reduce_retracing=True,
+            )
+            self._compiled = (model, fn)
+        return self._compiled[1](x, y, seed)
+
+    def _seed_tensor(self, seed):
+        if seed is not None:
+            return tf.cast(tf.convert_to_tensor(seed), tf.int32)
+        # Eager calls advance a counter so successive batches get fresh noise.
+        seed = tf.constant([self.seed, self._calls], tf.int32)
+        if tf.executing_eagerly():
+            self._calls += 1
+        return seed
+
+    def _check_inputs(self, x, y):
+        if isinstance(x, tf.Tensor) and x.dtype.is_integer or (
+            not isinstance(x, tf.Tensor) and np.issubdtype(np.asarray(x).dtype, np.integer)
+        ):
+            raise ValueError(
+                f"Expected floating-point images in [{self.clip_min:g}, {self.clip_max:g}]. "
+                f"Received: x of dtype {getattr(x.dtype, 'name', x.dtype)}. Convert 8-bit "
+                "images with x.astype('float32') / 255."
+            )
+        x_np = validation.check_images(
+            np.asarray(x), "x", clip_min=self.clip_min, clip_max=self.clip_max
+        )
+        y_np = validation.check_labels(np.asarray(y), name="y", num_examples=x_np.shape[0])
+        return tf.convert_to_tensor(x_np), tf.convert_to_tensor(y_np)
+
+    # -- configuration -------------------------------------------------------------------
+    def get_config(self):
+        return {
+            "epsilon": self.epsilon,
+            "norm": self.norm,
+            "clip_min": self.clip_min,
+            "clip_max": self.clip_max,
+            "targeted": self.targeted,
+            "seed": self.seed,
+            "jit_compile": self.jit_compile,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def get(identifier, **overrides):
+    """Look up an attack by name, config dict or instance.
+
+    `get("pgd", epsilon=0.3)` builds a new attack; a dict is what `serialize`
+    returns; an `Attack` instance is returned as is.
+    """
+    if isinstance(identifier, Attack):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
+        return _REGISTRY[identifier.lower()](**overrides)
+    raise ValueError(
+        f"Expected an attack name in {sorted(_REGISTRY)}, a config dict or an Attack. "
+        f"Received: {identifier!r}"
+    )
+
+
+def serialize(attack):
+    """The attack's config dict, as `keras.saving.serialize_keras_object` writes it."""
+    return keras.saving.serialize_keras_object(attack)
+
+
+def names():
+    """The registered attack names."""
+    return sorted(_REGISTRY)

@@ -1,0 +1,129 @@
+"""Projected gradient descent (Madry et al. 2018)."""
+
+import tensorflow as tf
+
+from tfrobust.attacks import losses as attack_losses
+from tfrobust.attacks import projections
+from tfrobust.attacks.base import Attack, as_logits_fn, register
+from tfrobust.utils import validation
+
+
+@register("pgd")
+class PGD(Attack):
+    """Projected gradient descent with random start and restarts.
+
+    Madry, Makelov, Schmidt, Tsipras, Vladu, "Towards Deep Learning Models
+    Resistant to Adversarial Attacks", ICLR 2018.
+
+    Each step moves along the steepest-ascent direction of the loss for the
+    norm (the gradient's sign for L-inf, its normalised direction for L2),
+    then projects back onto the epsilon-ball and the valid range:
+
+    ```
+    x_{t+1} = clip_[min,max]( Proj_{B(x, eps)}( x_t + step_size * dir(grad L(f(x_t), y)) ) )
+    ```
+
+    With `num_restarts > 1`, each example keeps the restart that misclassifies
+    it, or failing that the one with the highest loss.
+
+    Args:
+        epsilon: radius of the threat model.
+        num_steps: gradient steps per restart (>= 0; 0 returns the start point).
+        step_size: step length; `None` means `2.5 * epsilon / num_steps`.
+        num_restarts: independent runs per example (>= 1).
+        random_start: start from a uniform point in the ball (otherwise from x).
+        loss: attack loss name (`"ce"`, `"cw"`, `"dlr"`, `"kl"`) or callable.
+        norm, clip_min, clip_max, targeted, seed, jit_compile: see `Attack`.
+
+    Example:
+
+    >>> attack = PGD(epsilon=0.3, step_size=0.01, num_steps=40)
+    >>> x_adv = attack(model, x, y)   # doctest: +SKIP
+    """
+
+    def __init__(self, epsilon, num_steps=10, step_size=None, num_restarts=1,
+                 random_start=True, loss="ce", **kwargs):
+        super().__init__(epsilon, **kwargs)
+        self.num_steps = validation.check_number("num_steps", num_steps, minimum=0, integer=True)
+        if step_size is None:
+            step_size = 2.5 * self.epsilon / max(self.num_steps, 1)
+        self.step_size = validation.check_number("step_size", step_size, minimum=0.0)
+        self.num_restarts = validation.check_number(
+            "num_restarts", num_restarts, minimum=1, integer=True
+        )
+        self.random_start = bool(random_start)
+        self.loss = loss if callable(loss) else loss.lower() if isinstance(loss, str) else loss
+        self._loss_fn = attack_losses.get(loss)
+        if self.targeted and self.loss == "kl":
+            raise ValueError("Expected an untargeted attack for loss='kl'. Received: targeted=True")
+
+    def _objective(self, logits, y, clean_logits):
+        value = self._loss_fn(logits, y, clean_logits=clean_logits)
+        # A targeted attack descends the loss on the target class.
+        return -value if self.targeted else value
+
+    def _run_once(self, logits_fn, x, y, clean_logits, seed):
+        if self.random_start and self.epsilon > 0:
+            x_adv = projections.random_start(x, self.epsilon, self.norm, seed)
+            x_adv = projections.clip_to_range(x_adv, self.clip_min, self.clip_max)
+        else:
+            x_adv = x
+
+        def step(i, x_adv):
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                loss = tf.reduce_sum(self._objective(logits_fn(x_adv), y, clean_logits))
+            grad = tape.gradient(loss, x_adv)
+            x_adv = x_adv + projections.steepest_ascent_step(grad, self.step_size, self.norm)
+            x_adv = projections.project(x_adv, x, self.epsilon, self.norm)
+            return i + 1, projections.clip_to_range(x_adv, self.clip_min, self.clip_max)
+
+        _, x_adv = tf.while_loop(
+            lambda i, _: i < self.num_steps, step, (tf.constant(0), x_adv),
+            maximum_iterations=self.num_steps,
+        )
+        return tf.stop_gradient(x_adv)
+
+    def perturb(self, model, x, y, seed=None):
+        logits_fn = as_logits_fn(model)
+        x = tf.cast(x, tf.float32)
+        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        if seed is None:
+            seed = tf.constant([self.seed, 0], tf.int32)
+        clean_logits = tf.stop_gradient(logits_fn(x)) if self.loss == "kl" else None
+        seeds = tf.random.experimental.stateless_split(seed, self.num_restarts)
+        best = self._run_once(logits_fn, x, y, clean_logits, seeds[0])
+        if self.num_restarts == 1:
+            return best
+        best_score = self._score(logits_fn(best), y, clean_logits)
+        for r in range(1, self.num_restarts):
+            candidate = self._run_once(logits_fn, x, y, clean_logits, seeds[r])
+            score = self._score(logits_fn(candidate), y, clean_logits)
+            better = score > best_score
+            mask = tf.reshape(better, [-1] + [1] * (x.shape.rank - 1))
+            best = tf.where(mask, candidate, best)
+            best_score = tf.where(better, score, best_score)
+        return best
+
+    def _score(self, logits, y, clean_logits):
+        """Success first (a large bonus), then the attack objective."""
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        success = tf.equal(predicted, y) if self.targeted else tf.not_equal(predicted, y)
+        objective = self._objective(logits, y, clean_logits)
+        return tf.where(success, 1e6 + objective, objective)
+
+    def get_config(self):
+        config = super().get_config()
+        if callable(self.loss):
+            raise ValueError(
+                "Cannot serialise a PGD attack with a custom loss callable. "
+                f"Received: loss={self.loss!r}"
+            )
+        config.update(
+            num_steps=self.num_steps,
+            step_size=self.step_size,
+            num_restarts=self.num_restarts,
+            random_start=self.random_start,
+            loss=self.loss,
+        )
+        return config

@@ -1,0 +1,1 @@
+"""The `tfrobust` command line."""

@@ -1,0 +1,45 @@
+"""`tfrobust` entry point: dispatches to subcommands."""
+
+import argparse
+import os
+import sys
+
+
+def build_parser():
+    from tfrobust.cli import train
+
+    parser = argparse.ArgumentParser(
+        prog="tfrobust",
+        description="Train and evaluate adversarially robust image classifiers.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    train.add_parser(sub)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the process exit code."""
+    # TensorFlow's C++ start-up chatter hides the output a user wants to read.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from tfrobust.version import __version__
+
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as error:
+        if os.environ.get("TFROBUST_DEBUG"):
+            raise
+        print(f"tfrobust {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

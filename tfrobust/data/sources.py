@@ -1,0 +1,369 @@
+"""Where images come from: the bundled sample, tfds, `.npz` files, TFRecord files.
+
+`resolve` turns the `data` argument of `tfrobust.data.load` (a name or a
+path) into a `Source`; the other functions read one kind of source. The
+pipeline itself (shuffling, batching, augmentation) lives in `datasets.py`.
+"""
+
+import collections
+import dataclasses
+import functools
+import importlib.resources
+import os
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+
+from tfrobust.utils.validation import check_choice, check_images, check_labels
+
+BUNDLED_NAME = "mnist-sample"
+BUNDLED_FILE = "mnist_sample.npz"
+# The splits each tfds dataset offers; checked here so that a typo in `split`
+# is a ValueError and not mistaken for missing data.
+TFDS_SPLITS = {
+    "mnist": ("train", "test"),
+    "fashion_mnist": ("train", "test"),
+    "cifar10": ("train", "test"),
+    "svhn_cropped": ("train", "test", "extra"),
+}
+ARRAY_SPLITS = ("train", "test")
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+TFRECORD_SUFFIX = ".tfrecord"
+_PATH_SUFFIXES = (".npz", ".tfrecord", ".tfrecords")
+_FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+}
+_OFFLINE_HINT = (
+    "Offline alternatives: data='mnist-sample' (10,000 training and 2,000 test "
+    "MNIST images bundled with tfrobust), a Keras-layout .npz file with x_train, "
+    "y_train, x_test, y_test (e.g. data='../shared/data/mnist.npz'), or TFRecord "
+    "files with the tfds schema image/label (e.g. data='../shared/data/cifar10', "
+    "a directory holding <split>.tfrecord)."
+)
+
+Source = collections.namedtuple("Source", ["kind", "name", "path"])
+
+
+class DataUnavailableError(RuntimeError):
+    """A tensorflow-datasets dataset is neither prepared locally nor downloadable.
+
+    Raised from the tfds error (see `__cause__`); the message lists the
+    offline alternatives (`"mnist-sample"`, `.npz` files, TFRecord files).
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset before seeing it.
+
+    Attributes:
+        name: The dataset name, or the path as given for file sources.
+        image_shape: `(height, width, channels)` of one image.
+        num_classes: Number of classes (labels are `0 .. num_classes - 1`).
+        source: One of `"bundled"`, `"tfds"`, `"npz"`, `"tfrecord"`.
+
+    Example:
+
+    >>> meta = tfrobust.data.info("mnist-sample")
+    >>> meta.image_shape, meta.num_classes
+    ((28, 28, 1), 10)
+    """
+
+    name: str
+    image_shape: tuple
+    num_classes: int
+    source: str
+
+
+def known_names():
+    return (BUNDLED_NAME,) + tuple(TFDS_SPLITS)
+
+
+def resolve(data):
+    """Turn a dataset name or a path into a `Source`."""
+    if isinstance(data, str) and data.lower() in known_names():
+        name = data.lower()
+        return Source("bundled" if name == BUNDLED_NAME else "tfds", name, None)
+    if not isinstance(data, (str, os.PathLike)):
+        raise TypeError(
+            "Expected data to be a dataset name or a path. "
+            f"Received: data={data!r} of type {type(data).__name__}"
+        )
+    text = os.fspath(data)
+    path = pathlib.Path(text).expanduser()
+    if path.is_dir():
+        return Source("tfrecord", text, path)
+    if path.is_file():
+        if path.suffix.lower() == ".npz":
+            return Source("npz", text, path)
+        # tfds shards are named like "mnist-train.tfrecord-00000-of-00001".
+        if ".tfrecord" in path.name.lower():
+            return Source("tfrecord", text, path)
+    looks_like_path = (isinstance(data, os.PathLike) or os.sep in text or "/" in text
+                       or path.suffix.lower() in _PATH_SUFFIXES)
+    if looks_like_path and not path.exists():
+        raise FileNotFoundError(
+            "Expected data to be an existing .npz file, TFRecord file or directory "
+            f"of TFRecord files. Received: data={text!r}, which does not exist."
+        )
+    raise ValueError(
+        f"Expected data to be one of {sorted(known_names())} or a path to a .npz "
+        f"file or TFRecord files. Received: data={text!r}"
+    )
+
+
+def check_split(source, split):
+    """Check `split` for `source` and return it (lowercased where names are fixed)."""
+    if not isinstance(split, str) or not split.strip():
+        raise ValueError(f"Expected split to be a non-empty string. Received: split={split!r}")
+    if source.kind in ("bundled", "npz"):
+        return check_choice("split", split, ARRAY_SPLITS)
+    if source.kind == "tfds":
+        allowed = TFDS_SPLITS[source.name]
+        if any(part not in allowed for part in split_names(split)):
+            raise ValueError(
+                f"Expected split to be one of {sorted(allowed)} for data={source.name!r} "
+                "(tfds slicing such as 'train[:10%]' or 'train+test' is allowed). "
+                f"Received: split={split!r}"
+            )
+        return split.strip().lower()
+    if source.path.is_dir() and (os.sep in split or "/" in split):
+        raise ValueError(
+            f"Expected split to be a file stem such as 'train'. Received: split={split!r}"
+        )
+    return split
+
+
+def split_names(split):
+    """The base split names in a tfds split string: 'train[:10%]+test' -> ['train', 'test']."""
+    return [part.split("[")[0].strip().lower() for part in split.split("+")]
+
+
+def _file_key(paths):
+    # Keyed on size and mtime too, so rewriting a file in place is noticed.
+    return tuple((str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+
+
+# ----------------------------------------------------------------------------
+# In-memory sources: the bundled sample and Keras-layout .npz files.
+
+def _check_npz_images(images, name):
+    """Return images of rank 4, uint8 (kept for later /255) or float32 in [0, 1]."""
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.dtype == np.uint8:
+        if array.ndim != 4:
+            raise ValueError(
+                "Expected images of shape (N, H, W) or (N, H, W, C). "
+                f"Received: {name} with shape {array.shape}"
+            )
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        return check_images(array, name)
+    raise ValueError(
+        "Expected uint8 images (0-255) or floating-point images in [0, 1]. "
+        f"Received: {name} of dtype {array.dtype}"
+    )
+
+
+def _check_npz_arrays(raw):
+    arrays = {}
+    for split in ARRAY_SPLITS:
+        arrays[f"x_{split}"] = _check_npz_images(raw[f"x_{split}"], f"x_{split}")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise ValueError(
+            "Expected training and test images of the same shape. Received: "
+            f"x_train with shape {arrays['x_train'].shape} and x_test with shape "
+            f"{arrays['x_test'].shape}"
+        )
+    labels = [np.asarray(raw[f"y_{split}"]) for split in ARRAY_SPLITS]
+    num_classes = 1 + max((int(np.max(y)) for y in labels if y.size), default=0)
+    for split in ARRAY_SPLITS:
+        arrays[f"y_{split}"] = check_labels(raw[f"y_{split}"], num_classes, f"y_{split}",
+                                            num_examples=len(arrays[f"x_{split}"]))
+    return arrays, num_classes
+
+
+def _arrays_from_npz(file, name):
+    with np.load(file, allow_pickle=False) as npz:
+        missing = [key for key in NPZ_KEYS if key not in npz.files]
+        if missing:
+            raise ValueError(
+                f"Expected a Keras-layout .npz file with keys {list(NPZ_KEYS)}. "
+                f"Received: data={name!r} with keys {sorted(npz.files)}"
+            )
+        raw = {key: npz[key] for key in NPZ_KEYS}
+    try:
+        arrays, num_classes = _check_npz_arrays(raw)
+    except ValueError as error:
+        raise ValueError(f"{error} In data={name!r}.") from None
+    for array in arrays.values():
+        # Shared through the caches below: nobody may change them in place.
+        array.flags.writeable = False
+    return arrays, num_classes
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_arrays():
+    resource = importlib.resources.files(__package__).joinpath(BUNDLED_FILE)
+    with resource.open("rb") as file:
+        return _arrays_from_npz(file, BUNDLED_NAME)
+
+
+@functools.lru_cache(maxsize=2)
+def _npz_arrays_cached(key, name):
+    return _arrays_from_npz(key[0][0], name)
+
+
+def read_arrays(source):
+    """Return `(arrays, num_classes)` for a bundled or npz source.
+
+    `arrays` maps `x_train y_train x_test y_test` to read-only NumPy arrays:
+    images (N, H, W, C) uint8 or float32 in [0, 1], labels int32.
+    """
+    if source.kind == "bundled":
+        return _bundled_arrays()
+    return _npz_arrays_cached(_file_key([source.path]), source.name)
+
+
+# ----------------------------------------------------------------------------
+# TFRecord files with the tfds schema: `image` (PNG/JPEG bytes), `label` int64.
+
+def tfrecord_files(source, split=None):
+    """The TFRecord files of `source` for `split` (all of them when `split` is None)."""
+    path = source.path
+    if not path.is_dir():
+        return [path]
+    if split is None:
+        files = sorted(path.glob(f"*{TFRECORD_SUFFIX}"))
+        if not files:
+            raise FileNotFoundError(
+                f"Expected <split>{TFRECORD_SUFFIX} files in the directory. "
+                f"Received: data={source.name!r} with none."
+            )
+        return files
+    expected = path / f"{split}{TFRECORD_SUFFIX}"
+    if not expected.is_file():
+        present = sorted(p.name for p in path.iterdir())
+        raise FileNotFoundError(
+            f"Expected the file {str(expected)!r} for split={split!r}. "
+            f"Received: data={source.name!r} holding {present}"
+        )
+    return [expected]
+
+
+def _schema_error(source, error):
+    return ValueError(
+        "Expected TFRecord files of tf.train.Example with features 'image' (PNG or "
+        f"JPEG bytes) and 'label' (int64). Received: data={source.name!r} "
+        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+    )
+
+
+def _first_image_shape(source, files):
+    records = tf.data.TFRecordDataset([str(f) for f in files]).take(1)
+    try:
+        for record in records:
+            example = tf.io.parse_single_example(record, _FEATURES)
+            image = tf.io.decode_image(example["image"], expand_animations=False)
+            return tuple(int(d) for d in image.shape)
+    except (tf.errors.OpError, ValueError) as error:
+        raise _schema_error(source, error) from error
+    raise ValueError(f"Expected at least one record. Received: data={source.name!r} is empty")
+
+
+def tfrecord_dataset(source, files):
+    """Return `(dataset of serialized records, decode_fn, image_shape)`.
+
+    Records are left serialized so shuffling moves small strings, not pixels;
+    `decode_fn` maps one record to `(uint8 image (H, W, C), int32 label)`.
+    """
+    shape = _first_image_shape(source, files)
+
+    def decode(record):
+        example = tf.io.parse_single_example(record, _FEATURES)
+        image = tf.io.decode_image(example["image"], channels=shape[-1],
+                                   expand_animations=False)
+        return tf.ensure_shape(image, shape), tf.cast(example["label"], tf.int32)
+
+    records = tf.data.TFRecordDataset([str(f) for f in files])
+    return records, decode, shape
+
+
+@functools.lru_cache(maxsize=32)
+def _tfrecord_info_cached(key, name):
+    files = [pathlib.Path(entry[0]) for entry in key]
+    source = Source("tfrecord", name, files[0])
+    shape = _first_image_shape(source, files)
+    labels = (tf.data.TFRecordDataset([str(f) for f in files])
+              .batch(4096)
+              .map(lambda r: tf.io.parse_example(r, {"label": _FEATURES["label"]})["label"],
+                   num_parallel_calls=tf.data.AUTOTUNE))
+    try:
+        low, high = labels.reduce(
+            (tf.constant(0, tf.int64), tf.constant(-1, tf.int64)),
+            lambda acc, y: (tf.minimum(acc[0], tf.reduce_min(y)),
+                            tf.maximum(acc[1], tf.reduce_max(y))))
+    except tf.errors.OpError as error:
+        raise _schema_error(source, error) from error
+    if int(low) < 0:
+        raise ValueError(f"Expected class labels >= 0. Received: data={name!r} "
+                         f"with labels in [{int(low)}, {int(high)}]")
+    return DatasetInfo(name, shape, int(high) + 1, "tfrecord")
+
+
+def tfrecord_info(source):
+    """`DatasetInfo` from the first record and one label-only pass over all files."""
+    return _tfrecord_info_cached(_file_key(tfrecord_files(source)), source.name)
+
+
+# ----------------------------------------------------------------------------
+# tensorflow-datasets.
+
+def _unavailable(name, data_dir, error):
+    where = f" in data_dir={str(data_dir)!r}" if data_dir is not None else ""
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return DataUnavailableError(
+        f"Dataset {name!r} is not available from tensorflow-datasets{where}: it is not "
+        f"prepared there and could not be downloaded ({detail}). {_OFFLINE_HINT}"
+    )
+
+
+def _import_tfds(name, data_dir):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise _unavailable(name, data_dir, error) from error
+    return tfds
+
+
+def tfds_dataset(source, split, *, data_dir=None, download=True, shuffle_files=False,
+                 seed=0):
+    """`tfds.load(..., as_supervised=True)`: uint8 (H, W, C) images, int64 labels."""
+    tfds = _import_tfds(source.name, data_dir)
+    kwargs = {}
+    if shuffle_files:
+        kwargs["read_config"] = tfds.ReadConfig(shuffle_seed=seed)
+    try:
+        return tfds.load(source.name, split=split, as_supervised=True,
+                         data_dir=None if data_dir is None else os.fspath(data_dir),
+                         download=download, shuffle_files=shuffle_files, **kwargs)
+    except Exception as error:  # tfds reports missing data with many types.
+        raise _unavailable(source.name, data_dir, error) from error
+
+
+def tfds_info(source, data_dir=None):
+    """`DatasetInfo` from the tfds builder's feature spec (no data needed)."""
+    tfds = _import_tfds(source.name, data_dir)
+    try:
+        builder = tfds.builder(source.name,
+                               data_dir=None if data_dir is None else os.fspath(data_dir))
+        features = builder.info.features
+        shape = tuple(int(d) for d in features["image"].shape)
+        num_classes = int(features["label"].num_classes)
+    except Exception as error:  # as in tfds_dataset: any failure means no data.
+        raise _unavailable(source.name, data_dir, error) from error
+    return DatasetInfo(source.name, shape, num_classes, "tfds")

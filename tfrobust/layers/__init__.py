@@ -1,0 +1,3 @@
+"""Custom Keras layers (the hypersphere classification head lives here)."""
+
+__all__ = []

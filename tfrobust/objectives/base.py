@@ -1,0 +1,114 @@
+"""The training-framework base class and the pieces every framework shares."""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+_REGISTRY = {}
+
+
+def register(name):
+    """Class decorator: make an objective serialisable and findable by `get(name)`."""
+
+    def wrap(cls):
+        cls = keras.saving.register_keras_serializable(package="tfrobust")(cls)
+        cls.registry_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+@dataclasses.dataclass
+class LossOutput:
+    """What an objective computes on one batch.
+
+    Attributes:
+        loss: the scalar to minimise (mean over the batch of weighted per-example losses).
+        terms: named scalar loss terms to log (unweighted means over the batch).
+        clean_logits: inference logits on the clean batch (for clean accuracy), or None.
+        adv_logits: inference logits on the adversarial batch, or None.
+    """
+
+    loss: tf.Tensor
+    terms: dict
+    clean_logits: tf.Tensor = None
+    adv_logits: tf.Tensor = None
+
+
+def weighted_mean(per_example, sample_weight=None):
+    """Keras' "sum over batch size" reduction: `sum(w_i * l_i) / B`."""
+    per_example = tf.cast(per_example, tf.float32)
+    if sample_weight is not None:
+        per_example = per_example * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+    return tf.reduce_mean(per_example)
+
+
+def sparse_ce(logits, y):
+    """Per-example sparse softmax cross-entropy in float32, (B,)."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=y, logits=tf.cast(logits, tf.float32)
+    )
+
+
+class Objective:
+    """A training framework: how a batch becomes a loss (and, if needed, an update).
+
+    Subclasses implement `compute_loss`; most inherit `train_step`, which
+    crafts adversarial examples outside the gradient tape, computes the loss
+    under it and applies the optimizer once. Frameworks with another update
+    pattern (FreeAT's replays) override `train_step`.
+    """
+
+    registry_name = None
+    #: Names of the loss terms this objective logs, besides "loss".
+    term_names = ()
+    #: Whether the objective needs a training attack.
+    needs_attack = True
+
+    def craft(self, model, x, y, seed):
+        """Adversarial examples for the training loss (no gradient to the weights)."""
+        return tf.stop_gradient(model.attack.perturb(model.attack_logits_fn(), x, y, seed))
+
+    def compute_loss(self, model, x, x_adv, y, sample_weight=None):
+        """Return a `LossOutput` for one batch; called under the weight tape."""
+        raise NotImplementedError
+
+    def train_step(self, model, x, y, sample_weight, seed):
+        """One optimisation step; returns the `LossOutput` of the batch."""
+        x_adv = self.craft(model, x, y, seed) if self.needs_attack else None
+        with tf.GradientTape() as tape:
+            out = self.compute_loss(model, x, x_adv, y, sample_weight)
+        model.apply_loss(tape, out.loss)
+        return out
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def get(identifier, **kwargs):
+    """Look up an objective by name (`"pgd-at"`), config dict or instance."""
+    if isinstance(identifier, Objective):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
+        return _REGISTRY[identifier.lower()](**kwargs)
+    raise ValueError(
+        f"Expected an objective name in {sorted(_REGISTRY)}, a config dict or an "
+        f"Objective. Received: objective={identifier!r}"
+    )
+
+
+def names():
+    """The registered objective names."""
+    return sorted(_REGISTRY)

@@ -1,0 +1,33 @@
+"""Per-device defaults chosen from measurements (see benchmarks/README.md)."""
+
+import functools
+
+import tensorflow as tf
+
+
+@functools.lru_cache(maxsize=None)
+def has_accelerator():
+    """True when TensorFlow sees a GPU or TPU."""
+    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+
+
+def default_jit_compile():
+    """Whether tfrobust compiles with XLA when the user leaves it to us.
+
+    On CPU, XLA made PGD adversarial training of `small_cnn` several times
+    slower (benchmarks/xla.py; the ratio is in benchmarks/README.md), so the
+    default is off there. On GPU/TPU we keep Keras' own choice (XLA on), which
+    this project could not measure on its CPU-only machines.
+    """
+    return has_accelerator()
+
+
+def resolve_jit_compile(jit_compile):
+    """Map `"auto"`/None to the measured per-device default; pass booleans through."""
+    if jit_compile in ("auto", None):
+        return default_jit_compile()
+    if not isinstance(jit_compile, bool):
+        raise ValueError(
+            f"Expected jit_compile to be True, False or 'auto'. Received: jit_compile={jit_compile!r}"
+        )
+    return jit_compile
