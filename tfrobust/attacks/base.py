@@ -104,19 +104,41 @@ class Attack:
 
     # -- calling -------------------------------------------------------------------------
     def __call__(self, model, x, y, seed=None):
-        """Run the attack; eagerly this validates inputs and uses a cached `tf.function`."""
+        """Run the attack for evaluation.
+
+        Eagerly this validates the inputs and runs a cached `tf.function`. The
+        result never fools less than the clean input: points the model already
+        misclassifies come back unchanged (untargeted attacks).
+        """
         if not tf.executing_eagerly():
-            return self.perturb(model, x, y, self._seed_tensor(seed))
+            return self._worst_case(model, x, y, self._seed_tensor(seed))
         x, y = self._check_inputs(x, y)
         seed = self._seed_tensor(seed)
         if self._compiled is None or self._compiled[0] is not model:
             fn = tf.function(
-                lambda x_, y_, s_: self.perturb(model, x_, y_, s_),
+                lambda x_, y_, s_: self._worst_case(model, x_, y_, s_),
                 jit_compile=resolve_jit_compile(self.jit_compile),
                 reduce_retracing=True,
             )
             self._compiled = (model, fn)
         return self._compiled[1](x, y, seed)
+
+    def _worst_case(self, model, x, y, seed):
+        """`perturb`, returning the clean input where the model is already wrong.
+
+        An evaluation must never make the model look more accurate than on
+        clean data: an untargeted attack that starts from a misclassified point
+        could wander back into the right class. Targeted attacks hold targets
+        in `y`, so they are returned as `perturb` made them.
+        """
+        x_adv = self.perturb(model, x, y, seed)
+        if self.targeted:
+            return x_adv
+        logits = as_logits_fn(model)(x)
+        wrong = tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
+                             tf.cast(tf.reshape(y, [-1]), tf.int32))
+        mask = tf.reshape(wrong, [-1] + [1] * (x.shape.rank - 1))
+        return tf.where(mask, tf.cast(x, x_adv.dtype), x_adv)
 
     def _seed_tensor(self, seed):
         if seed is not None:
