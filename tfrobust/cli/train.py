@@ -14,7 +14,7 @@ DEFAULTS = {
     "num_steps": 10,
     "step_size": None,          # None: 2.5 * epsilon / num_steps
     "eval_num_steps": 20,
-    "epochs": 3,
+    "epochs": 5,
     "batch_size": 128,
     "learning_rate": 1e-3,
     "limit": None,              # training examples (None: all)
@@ -50,7 +50,7 @@ def add_parser(subparsers):
     parser.add_argument("--num-steps", type=int, help="PGD steps of the training attack (default 10)")
     parser.add_argument("--step-size", type=float, help="PGD step (default 2.5*epsilon/num_steps)")
     parser.add_argument("--eval-num-steps", type=int, help="PGD steps of the evaluation (default 20)")
-    parser.add_argument("--epochs", type=int, help="training epochs (default 3)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default 5)")
     parser.add_argument("--batch-size", type=int, help="batch size (default 128)")
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--limit", type=int, help="use only the first N training examples")
@@ -84,7 +84,8 @@ def resolve_options(args):
     return options
 
 
-def _prepare_output(directory, overwrite):
+def _check_output(directory, overwrite):
+    """Refuse to clobber an earlier run; creates nothing (that waits until training works)."""
     artefacts = ("model.keras", "history.json", "config.json")
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise FileExistsError(f"Expected a directory. Received: --output {directory!r} is a file")
@@ -94,7 +95,6 @@ def _prepare_output(directory, overwrite):
             f"Expected an output directory without earlier results. Received: --output "
             f"{directory!r} already holds {existing}; pass --overwrite to replace them."
         )
-    os.makedirs(directory, exist_ok=True)
 
 
 def build_model(options, info):
@@ -135,7 +135,7 @@ def run(args):
     from tfrobust import data
     from tfrobust.cli.config import provenance
 
-    _prepare_output(options["output"], options["overwrite"])
+    _check_output(options["output"], options["overwrite"])
     info = data.info(options["data"])
     train_ds = data.load(options["data"], split="train", batch_size=options["batch_size"],
                          limit=options["limit"], seed=options["seed"])
@@ -148,12 +148,14 @@ def run(args):
           f"({info.image_shape}, {info.num_classes} classes), {options['norm']} epsilon "
           f"{options['epsilon']:g}, PGD-{options['num_steps']} -> {options['output']}")
     started = time.time()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=options["epochs"], verbose=1)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=options["epochs"], verbose=1,
+                        shuffle=False)  # tfrobust.data shuffles the training split itself
     train_seconds = time.time() - started
     print(f"Evaluating on the test split (PGD-{options['eval_num_steps']})...")
     test = model.evaluate(test_ds, return_dict=True, verbose=1)
 
     out = options["output"]
+    os.makedirs(out, exist_ok=True)
     model.save(os.path.join(out, "model.keras"))
     epochs = [
         {"epoch": i + 1, **{k: float(v[i]) for k, v in history.history.items()}}

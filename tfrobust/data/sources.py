@@ -38,9 +38,9 @@ _FEATURES = {
 _OFFLINE_HINT = (
     "Offline alternatives: data='mnist-sample' (10,000 training and 2,000 test "
     "MNIST images bundled with tfrobust), a Keras-layout .npz file with x_train, "
-    "y_train, x_test, y_test (e.g. data='../shared/data/mnist.npz'), or TFRecord "
-    "files with the tfds schema image/label (e.g. data='../shared/data/cifar10', "
-    "a directory holding <split>.tfrecord)."
+    "y_train, x_test, y_test (e.g. data='mnist.npz', as keras.datasets writes it), "
+    "or TFRecord files with the tfds schema image/label (e.g. data='cifar10/', a "
+    "directory holding <split>.tfrecord files)."
 )
 
 Source = collections.namedtuple("Source", ["kind", "name", "path"])

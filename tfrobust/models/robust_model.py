@@ -222,6 +222,9 @@ class RobustModel(keras.Model):
         if validation_data is not None:
             input_checks.check_fit_data(self, *_split_validation(validation_data),
                                         "validation_data")
+        if isinstance(x, tf.data.Dataset) and not args:
+            # A dataset shuffles itself; Keras would only warn that it cannot.
+            kwargs.setdefault("shuffle", False)
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):

@@ -1,0 +1,75 @@
+"""`tfrobust train` end to end on a small slice of the bundled sample."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tfrobust import data
+from tfrobust.cli.main import main
+
+SMALL = ["--limit", "256", "--epochs", "1", "--val-limit", "64", "--eval-limit", "128",
+         "--num-steps", "2", "--eval-num-steps", "3", "--batch-size", "64"]
+
+
+def test_train_writes_artefacts_that_agree_with_each_other(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", *SMALL, "--epsilon", "0.2", "--output", out]) == 0
+    assert sorted(os.listdir(out)) == ["config.json", "history.json", "model.keras"]
+
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["options"]["epsilon"] == 0.2 and config["options"]["method"] == "pgd-at"
+    assert config["options"]["data"] == "mnist-sample" and config["options"]["model"] == "small_cnn"
+    assert config["data_info"]["num_classes"] == 10
+    assert config["model"]["attack"]["config"]["num_steps"] == 2
+    assert config["tfrobust_version"] and "tensorflow_version" in config
+
+    history = json.load(open(os.path.join(out, "history.json")))
+    assert len(history["epochs"]) == 1
+    assert {"loss", "accuracy", "adv_accuracy", "val_accuracy", "val_adv_accuracy"} <= set(
+        history["epochs"][0])
+    # The saved model reproduces the reported clean test accuracy exactly.
+    model = keras.saving.load_model(os.path.join(out, "model.keras"))
+    x, y = data.load_arrays("mnist-sample", "test", limit=128)
+    accuracy = np.mean(np.argmax(model.predict(x, verbose=0), -1) == y)
+    assert accuracy == pytest.approx(history["test"]["accuracy"], abs=1e-6)
+    printed = capsys.readouterr().out
+    assert f"clean {history['test']['accuracy']:.4f}" in printed
+    assert f"adversarial {history['test']['adv_accuracy']:.4f}" in printed
+
+
+def test_config_file_is_read_and_flags_override_it(tmp_path):
+    config_file = tmp_path / "run.toml"
+    config_file.write_text('method = "standard"\nepsilon = 0.1\nepochs = 1\nseed = 3\n')
+    out = str(tmp_path / "run")
+    assert main(["train", *SMALL, "--config", str(config_file), "--epsilon", "0.15",
+                 "--output", out]) == 0
+    options = json.load(open(os.path.join(out, "config.json")))["options"]
+    assert options["method"] == "standard" and options["seed"] == 3
+    assert options["epsilon"] == 0.15  # the flag wins over the file
+
+
+def test_bad_options_fail_with_a_message_and_write_nothing(tmp_path, capsys):
+    bad_file = tmp_path / "bad.toml"
+    bad_file.write_text("epsilon = 0.1\nlearning_rat = 0.1\n")
+    out = tmp_path / "never"
+    assert main(["train", "--config", str(bad_file), "--output", str(out)]) == 1
+    assert "learning_rat" in capsys.readouterr().err
+    assert main(["train", "--epsilon", "-1", "--output", str(out)]) == 1
+    assert "epsilon=-1" in capsys.readouterr().err
+    assert main(["train", "--data", "no-such-data", "--output", str(out)]) == 1
+    assert "data='no-such-data'" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "missing.npz"), "--output", str(out)]) == 1
+    assert "missing.npz" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_earlier_run_is_not_overwritten_without_asking(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.keras").write_text("an earlier model")
+    assert main(["train", *SMALL, "--output", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "model.keras").read_text() == "an earlier model"
