@@ -17,6 +17,6 @@ from tfrobust._backend import check_backend as _check_backend
 _check_backend()
 
 from tfrobust.version import __version__  # noqa: E402
-from tfrobust import attacks, data, layers, models, objectives  # noqa: E402,F401
+from tfrobust import attacks, callbacks, data, layers, models, objectives  # noqa: E402,F401
 
-__all__ = ["__version__", "attacks", "data", "layers", "models", "objectives"]
+__all__ = ["__version__", "attacks", "callbacks", "data", "layers", "models", "objectives"]

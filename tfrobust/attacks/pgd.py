@@ -31,7 +31,9 @@ class PGD(Attack):
         num_steps: gradient steps per restart (>= 0; 0 returns the start point).
         step_size: step length; `None` means `2.5 * epsilon / num_steps`.
         num_restarts: independent runs per example (>= 1).
-        random_start: start from a uniform point in the ball (otherwise from x).
+        random_start: `True`/`"uniform"`: a uniform point in the ball;
+            `"normal"`: `x + init_std * N(0, 1)` (the TRADES start); `False`: x.
+        init_std: standard deviation of the `"normal"` start.
         loss: attack loss name (`"ce"`, `"cw"`, `"dlr"`, `"kl"`) or callable.
         norm, clip_min, clip_max, targeted, seed, jit_compile: see `Attack`.
 
@@ -42,7 +44,7 @@ class PGD(Attack):
     """
 
     def __init__(self, epsilon, num_steps=10, step_size=None, num_restarts=1,
-                 random_start=True, loss="ce", **kwargs):
+                 random_start=True, loss="ce", init_std=0.001, **kwargs):
         super().__init__(epsilon, **kwargs)
         self.num_steps = validation.check_number("num_steps", num_steps, minimum=0, integer=True)
         if step_size is None:
@@ -51,7 +53,13 @@ class PGD(Attack):
         self.num_restarts = validation.check_number(
             "num_restarts", num_restarts, minimum=1, integer=True
         )
-        self.random_start = bool(random_start)
+        if random_start not in (True, False, "uniform", "normal"):
+            raise ValueError(
+                "Expected random_start to be True, False, 'uniform' or 'normal'. "
+                f"Received: random_start={random_start!r}"
+            )
+        self.random_start = "uniform" if random_start is True else random_start
+        self.init_std = validation.check_number("init_std", init_std, minimum=0.0)
         self.loss = loss if callable(loss) else loss.lower() if isinstance(loss, str) else loss
         self._loss_fn = attack_losses.get(loss)
         if self.targeted and self.loss == "kl":
@@ -63,11 +71,15 @@ class PGD(Attack):
         return -value if self.targeted else value
 
     def _run_once(self, logits_fn, x, y, clean_logits, seed):
-        if self.random_start and self.epsilon > 0:
+        if self.random_start == "uniform" and self.epsilon > 0:
             x_adv = projections.random_start(x, self.epsilon, self.norm, seed)
-            x_adv = projections.clip_to_range(x_adv, self.clip_min, self.clip_max)
+        elif self.random_start == "normal":
+            # TRADES' start: x + init_std * N(0, 1), then into the ball.
+            noise = tf.random.stateless_normal(tf.shape(x), seed, stddev=self.init_std)
+            x_adv = projections.project(x + noise, x, self.epsilon, self.norm)
         else:
             x_adv = x
+        x_adv = projections.clip_to_range(x_adv, self.clip_min, self.clip_max)
 
         def step(i, x_adv):
             with tf.GradientTape() as tape:
@@ -125,5 +137,6 @@ class PGD(Attack):
             num_restarts=self.num_restarts,
             random_start=self.random_start,
             loss=self.loss,
+            init_std=self.init_std,
         )
         return config

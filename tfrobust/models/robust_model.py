@@ -88,6 +88,11 @@ class RobustModel(keras.Model):
         self.attack_bn = attack_bn
         self.seed = int(seed)
         self._seed_generator = keras.random.SeedGenerator(self.seed)
+        if not head.built and getattr(backbone, "output_shape", None) is not None:
+            # Create the head's weights now, inside the caller's distribution
+            # scope, rather than at the first train_step (in replica context).
+            head.build(backbone.output_shape)
+        self.objective.build(self)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.term_trackers = [keras.metrics.Mean(name=n) for n in self.objective.term_names]
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -131,15 +136,21 @@ class RobustModel(keras.Model):
     def apply_loss(self, tape, loss):
         """Differentiate `loss` recorded on `tape` and apply one optimizer update.
 
-        Under `tf.distribute` each replica's loss is divided by the number of
-        replicas, since gradients are summed across replicas.
+        The gradient is that of `scale_loss(loss)`: under `tf.distribute` each
+        replica's loss is divided by the number of replicas, since gradients
+        are summed across replicas. The scaling enters as the tape's output
+        gradient because `loss` was recorded before it.
         """
+        variables = self.trainable_variables
+        factor = self.scale_loss(tf.ones_like(loss))
+        grads = tape.gradient(loss, variables, output_gradients=factor)
+        self.optimizer.apply(grads, variables)
+
+    def scale_loss(self, loss):
+        """The loss to differentiate: divided by the replica count, then optimizer-scaled."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         scaled = loss / tf.cast(replicas, loss.dtype) if replicas > 1 else loss
-        scaled = self.optimizer.scale_loss(scaled)
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
+        return self.optimizer.scale_loss(scaled)
 
     def _batch(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -1,7 +1,12 @@
 """Training frameworks: how a batch becomes a loss inside `RobustModel.train_step`."""
 
+from tfrobust.objectives.alp import ALP
 from tfrobust.objectives.base import LossOutput, Objective, get, names, register
+from tfrobust.objectives.fast_at import FastAT
+from tfrobust.objectives.free_at import FreeAT
 from tfrobust.objectives.pgd_at import PGDAT
 from tfrobust.objectives.standard import Standard
+from tfrobust.objectives.trades import TRADES
 
-__all__ = ["LossOutput", "Objective", "PGDAT", "Standard", "get", "names", "register"]
+__all__ = ["ALP", "FastAT", "FreeAT", "LossOutput", "Objective", "PGDAT", "Standard", "TRADES",
+           "get", "names", "register"]

@@ -52,6 +52,30 @@ def sparse_ce(logits, y):
     )
 
 
+def derived_pgd(attack, **overrides):
+    """A PGD attack with the budget of `attack` and some settings changed.
+
+    Frameworks with their own inner maximisation (TRADES' KL, FastAT's single
+    step) keep the user's threat model (epsilon, norm, range, steps, seed) and
+    replace only what the framework defines.
+    """
+    from tfrobust.attacks import PGD
+
+    config = {k: v for k, v in attack.get_config().items()
+              if k in ("epsilon", "norm", "clip_min", "clip_max", "seed", "num_steps",
+                       "step_size")}
+    config.update(overrides)
+    return PGD(**config)
+
+
+def kl_divergence(p_logits, q_logits):
+    """Per-example KL(softmax(p) || softmax(q)) in float32, (B,)."""
+    p_logits = tf.cast(p_logits, tf.float32)
+    q_logits = tf.cast(q_logits, tf.float32)
+    log_p = tf.nn.log_softmax(p_logits)
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - tf.nn.log_softmax(q_logits)), axis=-1)
+
+
 class Objective:
     """A training framework: how a batch becomes a loss (and, if needed, an update).
 
@@ -66,6 +90,9 @@ class Objective:
     term_names = ()
     #: Whether the objective needs a training attack.
     needs_attack = True
+
+    def build(self, model):
+        """Create any state the objective carries across steps (called by RobustModel)."""
 
     def craft(self, model, x, y, seed):
         """Adversarial examples for the training loss (no gradient to the weights)."""

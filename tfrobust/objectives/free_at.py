@@ -1,0 +1,90 @@
+"""Free adversarial training (Shafahi et al. 2019): replayed minibatches."""
+
+import tensorflow as tf
+
+from tfrobust.attacks import projections
+from tfrobust.objectives.base import LossOutput, Objective, register, sparse_ce, weighted_mean
+from tfrobust.utils import validation
+
+
+@register("free-at")
+class FreeAT(Objective):
+    """Adversarial training for free: each minibatch is replayed `replays` times.
+
+    Shafahi, Najibi, Ghiasi, Xu, Dickerson, Studer, Davis, Taylor, Goldstein,
+    "Adversarial Training for Free!", NeurIPS 2019.
+
+    Every replay does one forward/backward pass that yields both the weight
+    gradient and the input gradient: the weights take an optimizer step and the
+    perturbation an FGSM step,
+    ```
+    for r in 1..replays:
+        g_w, g_delta = grad CE(f_train(clip(x + delta)), y)
+        w     <- optimizer step with g_w
+        delta <- Proj_{B(0, eps)}(delta + eps * sign(g_delta))
+    ```
+    `delta` is carried from one minibatch to the next (it is not reset), in a
+    variable sized for the largest batch seen; a smaller last batch uses and
+    updates its leading rows only. The model's `attack` sets the threat model
+    (epsilon, norm, range).
+
+    Cost: one `fit` epoch makes `replays` optimizer updates per batch, each at
+    the price of one clean training step, so train for `epochs / replays`
+    epochs to match the cost of `epochs` of standard training (the paper's
+    convention). The carried perturbation is not part of the saved model:
+    `BackupAndRestore` resumes with a zero perturbation, which the next
+    replays rebuild.
+
+    Args:
+        replays: how many times each minibatch is replayed (4 or 8 in the paper).
+    """
+
+    def __init__(self, replays=4):
+        self.replays = validation.check_number("replays", replays, minimum=1, integer=True)
+        self._delta = None
+
+    def build(self, model):
+        shape = tuple(model.backbone.input_shape[1:])
+        with tf.init_scope():
+            # Each replica carries the perturbation of its own slice of the batch.
+            self._delta = tf.Variable(
+                tf.zeros((0, *shape)), shape=tf.TensorShape([None, *shape]), trainable=False,
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.NONE, name="free_at_delta",
+            )
+
+    def train_step(self, model, x, y, sample_weight, seed):
+        del seed
+        attack = model.attack
+        stored = self._delta.read_value()
+        batch = tf.shape(x)[0]
+        missing = tf.maximum(batch - tf.shape(stored)[0], 0)
+        delta = tf.concat([stored, tf.zeros(tf.concat([[missing], tf.shape(x)[1:]], 0))], 0)
+        delta = delta[:batch]
+        variables = model.trainable_variables
+        for _ in range(self.replays):  # a handful of replays: unrolled in the graph
+            with tf.GradientTape() as tape:
+                tape.watch(delta)
+                x_adv = projections.clip_to_range(x + delta, attack.clip_min, attack.clip_max)
+                z_adv = model.features(x_adv, training=True)
+                loss = weighted_mean(sparse_ce(model.head_logits(z_adv, y, kind="train"), y),
+                                     sample_weight)
+                scaled = model.scale_loss(loss)
+            grads = tape.gradient(scaled, variables + [delta])
+            model.optimizer.apply(grads[:-1], variables)
+            delta = delta + projections.steepest_ascent_step(grads[-1], attack.epsilon,
+                                                             attack.norm)
+            delta = projections.project(x + delta, x, attack.epsilon, attack.norm) - x
+        self._delta.assign(tf.concat([delta, stored[batch:]], 0))
+        clean_logits = tf.stop_gradient(model(x, training=False))
+        adv_logits = tf.stop_gradient(model.head_logits(z_adv, kind="inference"))
+        return LossOutput(loss, {}, clean_logits, adv_logits)
+
+    def compute_loss(self, model, x, x_adv, y, sample_weight=None):
+        z_adv = model.features(x_adv, training=True)
+        loss = weighted_mean(sparse_ce(model.head_logits(z_adv, y, kind="train"), y),
+                             sample_weight)
+        return LossOutput(loss, {})
+
+    def get_config(self):
+        return {"replays": self.replays}
