@@ -73,3 +73,19 @@ def test_an_earlier_run_is_not_overwritten_without_asking(tmp_path, capsys):
     assert main(["train", *SMALL, "--output", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "model.keras").read_text() == "an earlier model"
+
+
+@pytest.mark.parametrize("method,key,value", [("trades", "beta", 6.0), ("free-at", "replays", 4),
+                                               ("alp", "beta", 0.5)])
+def test_every_method_trains_and_records_its_hyperparameters(tmp_path, method, key, value):
+    out = str(tmp_path / method)
+    assert main(["train", *SMALL, "--method", method, "--precision", "mixed_bfloat16",
+                 "--output", out]) == 0
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["options"]["method"] == method
+    assert config["model"]["objective"]["config"][key] == value
+    assert config["options"]["precision"] == "mixed_bfloat16"
+    history = json.load(open(os.path.join(out, "history.json")))
+    assert 0.0 <= history["test"]["adv_accuracy"] <= history["test"]["accuracy"] + 1e-9
+    # The run's precision policy does not leak into the rest of the process.
+    assert keras.mixed_precision.global_policy().name == "float32"

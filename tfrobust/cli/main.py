@@ -20,8 +20,6 @@ def build_parser():
 
 def main(argv=None):
     """Run the command line; returns the process exit code."""
-    # TensorFlow's C++ start-up chatter hides the output a user wants to read.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

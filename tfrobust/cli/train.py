@@ -14,6 +14,11 @@ DEFAULTS = {
     "num_steps": 10,
     "step_size": None,          # None: 2.5 * epsilon / num_steps
     "eval_num_steps": 20,
+    "beta": None,               # TRADES (default 6.0) and ALP (default 0.5)
+    "replays": 4,               # FreeAT
+    "step_ratio": 1.25,         # FastAT: FGSM step / epsilon
+    "attack_bn": "inference",   # batch norm mode while crafting training attacks
+    "precision": "float32",     # or "mixed_bfloat16"
     "epochs": 5,
     "batch_size": 128,
     "learning_rate": 1e-3,
@@ -28,7 +33,9 @@ DEFAULTS = {
     "overwrite": False,
 }
 
-METHODS = ("pgd-at", "standard")
+METHODS = ("pgd-at", "trades", "alp", "free-at", "fast-at", "standard")
+PRECISIONS = ("float32", "mixed_bfloat16")
+_DEFAULT_BETA = {"trades": 6.0, "alp": 0.5}
 
 
 def add_parser(subparsers):
@@ -45,6 +52,14 @@ def add_parser(subparsers):
     parser.add_argument("--data", help=f"dataset name or file (default {DEFAULTS['data']})")
     parser.add_argument("--model", help=f"backbone (default {DEFAULTS['model']})")
     parser.add_argument("--method", choices=METHODS, help="training framework (default pgd-at)")
+    parser.add_argument("--beta", type=float,
+                        help="TRADES KL weight (default 6.0) or ALP pairing weight (default 0.5)")
+    parser.add_argument("--replays", type=int, help="FreeAT minibatch replays (default 4)")
+    parser.add_argument("--step-ratio", type=float, help="FastAT FGSM step / epsilon (default 1.25)")
+    parser.add_argument("--attack-bn", choices=("inference", "training"),
+                        help="batch norm mode while crafting training attacks (default inference)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="float32 (default) or mixed_bfloat16 (perturbations stay float32)")
     parser.add_argument("--norm", choices=("linf", "l2"), help="threat model norm (default linf)")
     parser.add_argument("--epsilon", type=float, help="attack budget (default 0.3)")
     parser.add_argument("--num-steps", type=int, help="PGD steps of the training attack (default 10)")
@@ -79,6 +94,11 @@ def resolve_options(args):
         options["jit_compile"] = options["jit_compile"] == "true"
     if options["method"] not in METHODS:
         raise ValueError(f"Expected method in {list(METHODS)}. Received: method={options['method']!r}")
+    if options["precision"] not in PRECISIONS:
+        raise ValueError(
+            f"Expected precision in {list(PRECISIONS)}. Received: precision={options['precision']!r}")
+    if options["beta"] is None and options["method"] in _DEFAULT_BETA:
+        options["beta"] = _DEFAULT_BETA[options["method"]]
     if options["output"] is None:
         options["output"] = os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
     return options
@@ -97,17 +117,35 @@ def _check_output(directory, overwrite):
         )
 
 
+def build_objective(options):
+    """The training framework named by `method`, with its hyperparameters."""
+    from tfrobust import objectives
+
+    method = options["method"]
+    if method == "trades":
+        return objectives.TRADES(beta=options["beta"])
+    if method == "alp":
+        return objectives.ALP(beta=options["beta"])
+    if method == "free-at":
+        return objectives.FreeAT(replays=options["replays"])
+    if method == "fast-at":
+        return objectives.FastAT(step_ratio=options["step_ratio"])
+    return objectives.get(method)
+
+
 def build_model(options, info):
     """The RobustModel a run trains, from its resolved options and the data's info."""
     import keras
 
-    from tfrobust import attacks, models, objectives
+    from tfrobust import attacks, models
 
+    keras.mixed_precision.set_global_policy(options["precision"])
     backbone_kwargs = {}
     if options["model"].replace("-", "_") == "wide_resnet":
         backbone_kwargs = {"depth": options["depth"], "width": options["width"]}
     backbone = models.get_backbone(options["model"], info.image_shape, **backbone_kwargs)
-    head = keras.layers.Dense(info.num_classes, name="head")
+    # Logits in float32 whatever the policy: attacks compare them closely.
+    head = keras.layers.Dense(info.num_classes, name="head", dtype="float32")
     epsilon = options["epsilon"]
     attack = attacks.PGD(
         epsilon=epsilon, norm=options["norm"], num_steps=options["num_steps"],
@@ -117,11 +155,11 @@ def build_model(options, info):
         epsilon=epsilon, norm=options["norm"], num_steps=options["eval_num_steps"],
         step_size=2.5 * epsilon / max(options["eval_num_steps"], 1), seed=options["seed"] + 1,
     )
-    objective = objectives.get(options["method"])
+    objective = build_objective(options)
     model = models.RobustModel(
         backbone, head, objective=objective,
         attack=attack if objective.needs_attack else None,
-        eval_attack=eval_attack, seed=options["seed"],
+        eval_attack=eval_attack, attack_bn=options["attack_bn"], seed=options["seed"],
     )
     model.compile(optimizer=keras.optimizers.Adam(options["learning_rate"]),
                   jit_compile=options["jit_compile"])
@@ -133,7 +171,6 @@ def run(args):
     import keras
 
     from tfrobust import data
-    from tfrobust.cli.config import provenance
 
     _check_output(options["output"], options["overwrite"])
     info = data.info(options["data"])
@@ -143,13 +180,28 @@ def run(args):
     test_ds = data.load(options["data"], split="test", batch_size=256,
                         limit=options["eval_limit"])
     keras.utils.set_random_seed(options["seed"])
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(options, info, train_ds, val_ds, test_ds)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(options, info, train_ds, val_ds, test_ds):
+    from tfrobust.cli.config import provenance
+
     model = build_model(options, info)
     print(f"tfrobust train: {options['method']} of {options['model']} on {info.name} "
           f"({info.image_shape}, {info.num_classes} classes), {options['norm']} epsilon "
           f"{options['epsilon']:g}, PGD-{options['num_steps']} -> {options['output']}")
     started = time.time()
+    callbacks = []
+    if options["method"] == "fast-at":
+        from tfrobust.callbacks import CatastrophicOverfittingGuard
+
+        callbacks.append(CatastrophicOverfittingGuard())
     history = model.fit(train_ds, validation_data=val_ds, epochs=options["epochs"], verbose=1,
-                        shuffle=False)  # tfrobust.data shuffles the training split itself
+                        callbacks=callbacks)
     train_seconds = time.time() - started
     print(f"Evaluating on the test split (PGD-{options['eval_num_steps']})...")
     test = model.evaluate(test_ds, return_dict=True, verbose=1)
