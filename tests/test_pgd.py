@@ -23,7 +23,7 @@ def test_linf_pgd_on_a_linear_model_equals_the_closed_form():
     x[1] = 0.05  # near the lower bound: clipping to [0, 1] must show
     y = np.array([0, 1, 0], "int32")
     attack = attacks.PGD(epsilon=0.3, num_steps=7, step_size=0.1, random_start=False)
-    x_adv = attack(model, x, y).numpy()
+    x_adv = attack.perturb(model, x, y).numpy()
     direction = np.where(y[:, None] == 0, w[:, 1] - w[:, 0], w[:, 0] - w[:, 1])  # (B, D)
     expected = np.clip(x.reshape(3, -1) + 0.3 * np.sign(direction), 0.0, 1.0)
     np.testing.assert_allclose(x_adv.reshape(3, -1), expected, atol=1e-6)
@@ -34,7 +34,7 @@ def test_single_step_linf_pgd_is_fgsm():
     w = model.get_layer("linear").get_weights()[0]
     x = np.full((1, 2, 2, 1), 0.5, "float32")
     attack = attacks.PGD(epsilon=0.1, num_steps=1, step_size=0.1, random_start=False)
-    x_adv = attack(model, x, np.array([1])).numpy()
+    x_adv = attack.perturb(model, x, np.array([1])).numpy()
     expected = 0.5 + 0.1 * np.sign(w[:, 0] - w[:, 1])
     np.testing.assert_allclose(x_adv.reshape(-1), expected, atol=1e-6)
 
@@ -47,7 +47,7 @@ def test_l2_pgd_on_a_linear_model_equals_the_closed_form():
     x = np.full((2, 2, 2, 1), 0.5, "float32")
     y = np.array([0, 1], "int32")
     attack = attacks.PGD(epsilon=0.2, norm="l2", num_steps=5, step_size=0.07, random_start=False)
-    x_adv = attack(model, x, y).numpy().reshape(2, -1)
+    x_adv = attack.perturb(model, x, y).numpy().reshape(2, -1)
     direction = np.where(y[:, None] == 0, w[:, 1] - w[:, 0], w[:, 0] - w[:, 1])
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
     np.testing.assert_allclose(x_adv, 0.5 + 0.2 * direction, atol=1e-5)
@@ -71,7 +71,7 @@ def test_pgd_stays_in_budget_and_range_on_real_digits(mnist_sample, norm, epsilo
                               keras.layers.ReLU(), keras.layers.Flatten(),
                               keras.layers.Dense(10)])
     attack = attacks.PGD(epsilon=epsilon, norm=norm, num_steps=5, num_restarts=2)
-    x_adv = attack(model, x, y).numpy()
+    x_adv = attack.perturb(model, x, y).numpy()  # the raw algorithm, every point moved
     assert np.all(np.isfinite(x_adv))
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     delta = (x_adv - x).reshape(len(x), -1)
@@ -119,8 +119,23 @@ def test_pgd_traces_under_xla():
     eager = attacks.PGD(epsilon=0.3, num_steps=7, step_size=0.1, random_start=False,
                         jit_compile=False)(model, x, y)
     np.testing.assert_allclose(attack(model, x, y).numpy(), eager.numpy(), atol=1e-6)
+    assert not np.allclose(eager.numpy(), x)  # the points did move
     compiled = tf.function(lambda a, b: attack.perturb(model, a, b), jit_compile=True)
-    np.testing.assert_allclose(compiled(x, y).numpy(), eager.numpy(), atol=1e-6)
+    raw = attack.perturb(model, x, y)
+    np.testing.assert_allclose(compiled(x, y).numpy(), raw.numpy(), atol=1e-6)
+
+
+def test_evaluation_never_moves_points_the_model_already_gets_wrong():
+    model = two_class_model(seed=4)
+    x = np.random.default_rng(1).uniform(0.3, 0.7, size=(16, 2, 2, 1)).astype("float32")
+    y = np.argmax(model(x), -1).astype("int32")
+    y[:8] = 1 - y[:8]  # the first half is misclassified already
+    attack = attacks.PGD(epsilon=0.2, num_steps=3)
+    x_adv = attack(model, x, y).numpy()
+    np.testing.assert_array_equal(x_adv[:8], x[:8])
+    assert np.all(np.abs(x_adv[8:] - x[8:]).reshape(8, -1).max(1) > 0.1)
+    raw = attack.perturb(model, x, y).numpy()
+    assert not np.allclose(raw[:8], x[:8])  # the raw algorithm did move them
 
 
 def test_config_round_trip():

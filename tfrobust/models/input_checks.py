@@ -50,6 +50,9 @@ def check_fit_data(model, x, y, name):
     NumPy inputs are checked whole. A `tf.data.Dataset` is checked on its
     first batch (peeking costs one batch of the input pipeline); later batches
     are covered by the static checks in `train_step`.
+
+    Returns:
+        The size of the first batch of a dataset, or None for arrays and generators.
     """
     num_classes = model.num_classes if model.built or _head_width_known(model) else None
     if isinstance(x, tf.data.Dataset):
@@ -64,7 +67,7 @@ def check_fit_data(model, x, y, name):
         images, labels = element[0], element[1]
         where = f"{name} (first batch)"
     elif x is None or _is_generator_like(x):
-        return
+        return None
     else:
         images, labels = x, y
         where = name
@@ -76,6 +79,7 @@ def check_fit_data(model, x, y, name):
     validation.check_images(images, where)
     validation.check_labels(np.asarray(labels), num_classes, name=f"labels of {where}",
                             num_examples=images.shape[0])
+    return images.shape[0] if isinstance(x, tf.data.Dataset) else None
 
 
 def _head_width_known(model):

@@ -92,7 +92,6 @@ class RobustModel(keras.Model):
             # Create the head's weights now, inside the caller's distribution
             # scope, rather than at the first train_step (in replica context).
             head.build(backbone.output_shape)
-        self.objective.build(self)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.term_trackers = [keras.metrics.Mean(name=n) for n in self.objective.term_names]
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -229,7 +228,12 @@ class RobustModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        input_checks.check_fit_data(self, x, y, "x")
+        batch_size = input_checks.check_fit_data(self, x, y, "x")
+        if batch_size is None:
+            batch_size = kwargs.get("batch_size") or (args[0] if args else None) or 32
+        if self.objective.build(self, batch_size):
+            # The objective made new state: the cached train function must see it.
+            self.train_function = None
         if validation_data is not None:
             input_checks.check_fit_data(self, *_split_validation(validation_data),
                                         "validation_data")

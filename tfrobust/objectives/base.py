@@ -91,8 +91,13 @@ class Objective:
     #: Whether the objective needs a training attack.
     needs_attack = True
 
-    def build(self, model):
-        """Create any state the objective carries across steps (called by RobustModel)."""
+    def build(self, model, batch_size):
+        """Create state carried across steps; called by `RobustModel.fit` before training.
+
+        Returns True when it created new state (so a traced train function
+        must be traced again).
+        """
+        return False
 
     def craft(self, model, x, y, seed):
         """Adversarial examples for the training loss (no gradient to the weights)."""

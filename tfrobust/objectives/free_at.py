@@ -24,8 +24,9 @@ class FreeAT(Objective):
         delta <- Proj_{B(0, eps)}(delta + eps * sign(g_delta))
     ```
     `delta` is carried from one minibatch to the next (it is not reset), in a
-    variable sized for the largest batch seen; a smaller last batch uses and
-    updates its leading rows only. The model's `attack` sets the threat model
+    variable sized by `fit` for a full batch (the first batch of a dataset, or
+    `batch_size` for arrays); a smaller last batch uses and updates its
+    leading rows only. The model's `attack` sets the threat model
     (epsilon, norm, range).
 
     Cost: one `fit` epoch makes `replays` optimizer updates per batch, each at
@@ -43,24 +44,29 @@ class FreeAT(Objective):
         self.replays = validation.check_number("replays", replays, minimum=1, integer=True)
         self._delta = None
 
-    def build(self, model):
-        shape = tuple(model.backbone.input_shape[1:])
-        with tf.init_scope():
+    def build(self, model, batch_size):
+        """Create the carried perturbation, one row per example of a full batch."""
+        shape = (int(batch_size), *model.backbone.input_shape[1:])
+        if self._delta is not None and self._delta.shape[0] >= shape[0]:
+            return False
+        with model.distribute_strategy.scope():
             # Each replica carries the perturbation of its own slice of the batch.
             self._delta = tf.Variable(
-                tf.zeros((0, *shape)), shape=tf.TensorShape([None, *shape]), trainable=False,
+                tf.zeros(shape), trainable=False, name="free_at_delta",
                 synchronization=tf.VariableSynchronization.ON_READ,
-                aggregation=tf.VariableAggregation.NONE, name="free_at_delta",
+                aggregation=tf.VariableAggregation.NONE,
             )
+        return True
 
     def train_step(self, model, x, y, sample_weight, seed):
         del seed
+        if self._delta is None:
+            raise RuntimeError("FreeAT state is built by RobustModel.fit; call fit(), not "
+                               "train_step() directly.")
         attack = model.attack
         stored = self._delta.read_value()
         batch = tf.shape(x)[0]
-        missing = tf.maximum(batch - tf.shape(stored)[0], 0)
-        delta = tf.concat([stored, tf.zeros(tf.concat([[missing], tf.shape(x)[1:]], 0))], 0)
-        delta = delta[:batch]
+        delta = stored[:batch]  # a smaller last batch uses the leading rows
         variables = model.trainable_variables
         for _ in range(self.replays):  # a handful of replays: unrolled in the graph
             with tf.GradientTape() as tape:

@@ -1,0 +1,99 @@
+"""APGD-T: Auto-PGD with the targeted DLR loss against the runner-up classes."""
+
+import tensorflow as tf
+
+from tfrobust.attacks.apgd import APGD, _check_num_classes, merge_runs
+from tfrobust.attacks.base import as_logits_fn, register
+from tfrobust.utils import validation
+
+
+@register("apgd-t")
+class APGDTargeted(APGD):
+    """APGD with the targeted DLR loss, run once per likely wrong class.
+
+    Croce & Hein, "Reliable evaluation of adversarial robustness with an
+    ensemble of diverse parameter-free attacks", ICML 2020: the APGD-T of
+    AutoAttack.
+
+    For each of the classes ranked 2nd to `num_target_classes + 1` by the
+    clean logits, APGD (see `APGD`) maximises the targeted DLR loss
+
+    ```
+    DLR_t(z, y, t) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)
+    ```
+
+    which pushes the target logit `z_t` above the true one. `y` holds the
+    true labels: the attack is untargeted in the threat-model sense (any
+    misclassification counts) and chooses its targets itself. Each example
+    keeps the first run that misclassified it, else the run with the highest
+    targeted DLR loss. Every run attacks the whole batch (static shapes, so it
+    traces under XLA), rather than only the still-robust points.
+
+    Args:
+        epsilon: radius of the threat model.
+        num_steps: gradient steps per run (>= 0).
+        num_restarts: runs per target class (>= 1).
+        num_target_classes: how many runner-up classes to target (>= 1),
+            clipped to `num_classes - 1`.
+        random_start, norm, clip_min, clip_max, seed, jit_compile: see `APGD`
+            and `Attack`. `targeted` must stay False.
+
+    Example:
+
+    >>> attack = APGDTargeted(epsilon=8 / 255)
+    >>> x_adv = attack(model, x, y)   # doctest: +SKIP
+    """
+
+    _picks_targets = True
+
+    def __init__(self, epsilon, num_steps=100, num_restarts=1, num_target_classes=9,
+                 random_start=True, **kwargs):
+        if kwargs.get("targeted", False) is not False:
+            raise ValueError(
+                "Expected targeted=False: apgd-t takes the true labels and picks its own "
+                f"target classes. Received: targeted={kwargs['targeted']!r}"
+            )
+        if "loss" in kwargs:
+            raise ValueError(
+                "Expected no loss argument: apgd-t uses the targeted DLR loss. "
+                f"Received: loss={kwargs['loss']!r}"
+            )
+        super().__init__(epsilon, num_steps=num_steps, num_restarts=num_restarts,
+                         loss="dlr-targeted", random_start=random_start, **kwargs)
+        self.num_target_classes = validation.check_number(
+            "num_target_classes", num_target_classes, minimum=1, integer=True
+        )
+
+    def _check_logits(self, logits):
+        _check_num_classes(logits, 3, "a targeted attack")
+        # losses.dlr_targeted normalises by the 1st, 3rd and 4th largest logits.
+        _check_num_classes(logits, 4, "the targeted DLR loss (it uses the 4 largest logits)")
+
+    def perturb(self, model, x, y, seed=None):
+        logits_fn = as_logits_fn(model)
+        x = tf.cast(x, tf.float32)
+        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        if seed is None:
+            seed = tf.constant([self.seed, 0], tf.int32)
+        clean_logits = tf.stop_gradient(logits_fn(x))  # (B, K)
+        self._check_logits(clean_logits)
+        num_classes = clean_logits.shape[-1]
+        num_targets = self.num_target_classes
+        if num_classes is not None:
+            num_targets = min(num_targets, num_classes - 1)
+        # Column 0 is the predicted class; the targets are the runners-up.
+        ranked = tf.math.top_k(clean_logits, k=num_targets + 1).indices  # (B, T + 1)
+        seeds = tf.random.experimental.stateless_split(seed, num_targets * self.num_restarts)
+        best = None
+        for t in range(num_targets):
+            for r in range(self.num_restarts):
+                run = self._run_once(logits_fn, x, y, seeds[t * self.num_restarts + r],
+                                     target=ranked[:, t + 1])
+                best = run if best is None else merge_runs(best, run)
+        return best[0]
+
+    def get_config(self):
+        config = super().get_config()
+        del config["loss"]
+        config["num_target_classes"] = self.num_target_classes
+        return config
