@@ -8,6 +8,7 @@ and under XLA.
 from tfrobust.attacks import losses
 from tfrobust.attacks.apgd import APGD, APGDCE, APGDDLR
 from tfrobust.attacks.apgd_targeted import APGDTargeted
+from tfrobust.attacks.autoattack import AutoAttack, EnsembleResult, run_ensemble, standard_attacks
 from tfrobust.attacks.base import Attack, as_logits_fn, get, names, register, serialize
 from tfrobust.attacks.fab import FAB
 from tfrobust.attacks.fgsm import FGSM, FGSMRS
@@ -15,6 +16,7 @@ from tfrobust.attacks.pgd import PGD
 from tfrobust.attacks.square import Square
 
 __all__ = [
-    "APGD", "APGDCE", "APGDDLR", "APGDTargeted", "Attack", "FAB", "FGSM", "FGSMRS", "PGD", "Square",
-    "as_logits_fn", "get", "losses", "names", "register", "serialize",
+    "APGD", "APGDCE", "APGDDLR", "APGDTargeted", "Attack", "AutoAttack", "EnsembleResult", "FAB",
+    "FGSM", "FGSMRS", "PGD", "Square", "as_logits_fn", "get", "losses", "names", "register",
+    "run_ensemble", "serialize", "standard_attacks",
 ]

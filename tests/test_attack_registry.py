@@ -1,0 +1,149 @@
+"""Conformance of every registered attack, and the AutoAttack ensemble on real digits."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrobust import attacks
+from tfrobust.models import RobustModel, small_cnn
+
+# Small budgets so that the whole registry runs in seconds; the defaults are
+# exercised by each attack's own tests.
+CHEAP = {
+    "pgd": {"num_steps": 5},
+    "fgsm": {},
+    "fgsm-rs": {},
+    "apgd": {"num_steps": 5},
+    "apgd-ce": {"num_steps": 5},
+    "apgd-dlr": {"num_steps": 5},
+    "apgd-t": {"num_steps": 4, "num_target_classes": 2},
+    "fab-t": {"num_steps": 4, "num_target_classes": 2},
+    "square": {"num_queries": 30},
+    "autoattack": {"version": "custom", "attacks": [
+        {"class_name": "tfrobust>PGD", "config": {"epsilon": 0.3, "num_steps": 3}},
+        {"class_name": "tfrobust>Square", "config": {"epsilon": 0.3, "num_queries": 20}}]},
+}
+EPSILON = {"linf": 0.3, "l2": 2.0}
+
+
+def test_the_table_covers_the_registry():
+    assert sorted(CHEAP) == attacks.names()
+
+
+@pytest.fixture(scope="module")
+def conv_net():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3, 2),
+                             keras.layers.ReLU(), keras.layers.Flatten(), keras.layers.Dense(10)])
+
+
+def build(name, norm):
+    kwargs = dict(CHEAP[name])
+    if name == "autoattack":
+        if norm == "l2":
+            pytest.skip("the custom ensemble in the table is L-inf")
+        return attacks.get(name, epsilon=EPSILON[norm], **kwargs)
+    return attacks.get(name, epsilon=EPSILON[norm], norm=norm, **kwargs)
+
+
+def norms_of(delta, norm):
+    flat = delta.reshape(len(delta), -1)
+    return np.abs(flat).max(1) if norm == "linf" else np.linalg.norm(flat, axis=1)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("name", sorted(CHEAP))
+def test_every_attack_conforms(name, norm, conv_net, mnist_sample):
+    x, y = mnist_sample[2][:24], mnist_sample[3][:24]
+    attack = build(name, norm)
+    x_adv = attack(conv_net, x, y).numpy()
+    assert x_adv.shape == x.shape and np.all(np.isfinite(x_adv))
+    assert x_adv.min() >= attack.clip_min and x_adv.max() <= attack.clip_max
+    assert norms_of(x_adv - x, norm).max() <= attack.epsilon * (1 + 1e-5) + 1e-6
+    clean = np.mean(np.argmax(conv_net(x), -1) == y)
+    assert np.mean(np.argmax(conv_net(x_adv), -1) == y) <= clean
+    restored = attacks.get(attacks.serialize(attack))
+    assert type(restored) is type(attack) and restored.get_config() == attack.get_config()
+    compiled = tf.function(lambda a, b: attack.perturb(conv_net, a, b), jit_compile=True)
+    traced = compiled(x[:8], y[:8]).numpy()
+    assert np.all(np.isfinite(traced))
+    assert norms_of(traced - x[:8], norm).max() <= attack.epsilon * (1 + 1e-5) + 1e-6
+
+
+@pytest.fixture(scope="module")
+def trained(mnist_sample):
+    """small_cnn after one epoch of standard training, and after PGD-AT at L-inf 0.2."""
+    x, y = mnist_sample[0][:3000], mnist_sample[1][:3000]
+    models = {}
+    for objective in ("standard", "pgd-at"):
+        keras.utils.set_random_seed(0)
+        model = RobustModel(small_cnn(), keras.layers.Dense(10), objective=objective,
+                            attack=attacks.PGD(epsilon=0.2, num_steps=5), eval_attack=False)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        model.fit(x, y, batch_size=64, epochs=1 if objective == "standard" else 2, verbose=0)
+        models[objective] = model
+    return models
+
+
+def accuracy(model, x, y):
+    return float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
+
+
+@pytest.mark.slow
+def test_attacks_break_a_standard_network(trained, mnist_sample):
+    model = trained["standard"]
+    x, y = mnist_sample[2][:100], mnist_sample[3][:100]
+    assert accuracy(model, x, y) > 0.9
+    gradient_attacks = {
+        "pgd-20": attacks.PGD(epsilon=0.3, num_steps=20),
+        "apgd-ce": attacks.APGDCE(epsilon=0.3, num_steps=50),
+        "apgd-dlr": attacks.get("apgd-dlr", epsilon=0.3, num_steps=50),
+        "apgd-t": attacks.APGDTargeted(epsilon=0.3, num_steps=25, num_target_classes=3),
+        "fab-t": attacks.FAB(epsilon=0.3, num_steps=30, num_target_classes=3),
+    }
+    found = {name: accuracy(model, a(model, x, y).numpy(), y)
+             for name, a in gradient_attacks.items()}
+    found["square"] = accuracy(model, attacks.Square(epsilon=0.3, num_queries=1000)(
+        model, x, y).numpy(), y)
+    print(found)
+    for name, value in found.items():
+        assert value <= (0.05 if name == "square" else 0.01), found
+
+
+@pytest.mark.slow
+def test_autoattack_is_the_worst_case_of_its_members_on_a_pgd_at_network(trained, mnist_sample):
+    model = trained["pgd-at"]
+    x, y = mnist_sample[2][:120], mnist_sample[3][:120]
+    members = [attacks.APGDCE(epsilon=0.2, num_steps=50),
+               attacks.APGDTargeted(epsilon=0.2, num_steps=25, num_target_classes=3),
+               attacks.Square(epsilon=0.2, num_queries=300)]
+    ensemble = attacks.AutoAttack(epsilon=0.2, version="custom", attacks=members)
+    result = ensemble.run(model, x, y, batch_size=60, verbose=False)
+    pgd20 = accuracy(model, attacks.PGD(epsilon=0.2, num_steps=20)(model, x, y).numpy(), y)
+    standalone = [accuracy(model, m(model, x, y).numpy(), y) for m in members]
+    print({"clean": result.clean_accuracy, "pgd20": pgd20, "members": standalone,
+           "autoattack": result.robust_accuracy, "after": result.robust_accuracy_after})
+    assert 0.2 < result.clean_accuracy and result.robust_accuracy < result.clean_accuracy
+    assert standalone[0] <= pgd20                     # APGD-CE is never weaker than PGD-20
+    assert result.robust_accuracy <= min(standalone)  # the ensemble beats each member alone
+    # Per example: the stored worst case really fools the model where it says so,
+    # robust points were attacked by every member, and accuracy only falls.
+    fooled = np.argmax(model.predict(result.x_adv, verbose=0), -1) != y
+    np.testing.assert_array_equal(fooled, ~result.robust)
+    assert result.attacked[0] == int(result.clean_correct.sum())
+    assert all(a >= b for a, b in zip(result.attacked, result.attacked[1:]))
+    assert result.robust_accuracy_after == sorted(result.robust_accuracy_after, reverse=True)
+    assert np.all(result.broken_by[result.robust] == -1)
+    assert np.all(result.broken_by[~result.clean_correct] == -2)
+
+
+def test_standard_autoattack_has_the_reference_members():
+    ensemble = attacks.AutoAttack(epsilon=8 / 255)
+    assert [a.registry_name for a in ensemble.attacks] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert ensemble.attacks[0].num_steps == 100 and ensemble.attacks[1].num_target_classes == 9
+    assert ensemble.attacks[2].num_target_classes == 9 and ensemble.attacks[3].num_queries == 5000
+    with pytest.raises(ValueError, match="version='quick'"):
+        attacks.AutoAttack(epsilon=0.3, version="quick")
+    with pytest.raises(ValueError, match="threat model"):
+        attacks.AutoAttack(epsilon=0.1, version="custom", attacks=[attacks.PGD(epsilon=0.3)])

@@ -1,0 +1,214 @@
+"""AutoAttack (Croce & Hein 2020): an ensemble of diverse parameter-free attacks."""
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfrobust.attacks.apgd import APGDCE
+from tfrobust.attacks.apgd_targeted import APGDTargeted
+from tfrobust.attacks.base import Attack, as_logits_fn, get, register, serialize
+from tfrobust.attacks.fab import FAB
+from tfrobust.attacks.square import Square
+from tfrobust.utils import validation
+
+VERSIONS = ("standard", "custom")
+
+
+def standard_attacks(epsilon, norm="linf", seed=0, clip_min=0.0, clip_max=1.0):
+    """The members of AutoAttack's "standard" version, with the reference's settings.
+
+    APGD-CE (100 steps, 1 restart), APGD-T (targeted DLR, 9 target classes,
+    100 steps each), FAB-T (9 target classes, 100 steps each) and Square
+    (5000 queries), all at the same epsilon, norm and range.
+    """
+    common = {"epsilon": epsilon, "norm": norm, "seed": seed, "clip_min": clip_min,
+              "clip_max": clip_max}
+    return [
+        APGDCE(num_steps=100, num_restarts=1, **common),
+        APGDTargeted(num_steps=100, num_restarts=1, num_target_classes=9, **common),
+        FAB(num_steps=100, num_restarts=1, num_target_classes=9, **common),
+        Square(num_queries=5000, num_restarts=1, **common),
+    ]
+
+
+@dataclasses.dataclass
+class EnsembleResult:
+    """What an ensemble run found, per example and per attack.
+
+    Attributes:
+        x_adv: (N, ...) the worst case per example: the first attack's point
+            that fooled the model, else the clean input.
+        clean_correct: (N,) bool, the model is right on the clean input.
+        robust: (N,) bool, the model is right on the clean input and on every
+            attack's output.
+        broken_by: (N,) the index into `attack_names` of the attack that broke
+            the example; -1 if it stayed robust, -2 if it was wrong already.
+        attack_names: the members' registry names, in the order they ran.
+        robust_accuracy_after: (len(attacks),) robust accuracy after each attack.
+        seconds: (len(attacks),) wall-clock time spent in each attack.
+        attacked: (len(attacks),) how many examples each attack ran on.
+    """
+
+    x_adv: np.ndarray
+    clean_correct: np.ndarray
+    robust: np.ndarray
+    broken_by: np.ndarray
+    attack_names: list
+    robust_accuracy_after: list
+    seconds: list
+    attacked: list
+
+    @property
+    def clean_accuracy(self):
+        return float(np.mean(self.clean_correct))
+
+    @property
+    def robust_accuracy(self):
+        return float(np.mean(self.robust))
+
+
+def _predict(logits_fn, x, batch_size):
+    predictions = [np.argmax(logits_fn(tf.constant(x[i:i + batch_size])).numpy(), -1)
+                   for i in range(0, len(x), batch_size)]
+    return np.concatenate(predictions) if predictions else np.zeros((0,), np.int64)
+
+
+def run_ensemble(attacks, model, x, y, batch_size=256, verbose=True):
+    """Run `attacks` in turn, each only on the examples still robust.
+
+    This is AutoAttack's orchestration (an example broken by one attack is not
+    attacked again) over a list of attack objects. The result is the
+    per-example worst case over the attacks.
+
+    Args:
+        attacks: a list of `Attack` objects (or names/configs for `attacks.get`).
+        model: a Keras model or a callable from images to logits.
+        x: float images (N, H, W, C) in the attacks' range; y: int labels (N,).
+        batch_size: examples per attack call.
+        verbose: show a progress bar.
+
+    Returns:
+        An `EnsembleResult`.
+    """
+    attacks = [get(a) for a in attacks]
+    if not attacks:
+        raise ValueError("Expected at least one attack. Received: attacks=[]")
+    batch_size = validation.check_number("batch_size", batch_size, minimum=1, integer=True)
+    x = validation.check_images(x, "x", clip_min=attacks[0].clip_min,
+                                clip_max=attacks[0].clip_max)
+    y = validation.check_labels(y, name="y", num_examples=len(x))
+    logits_fn = as_logits_fn(model)
+    correct = _predict(logits_fn, x, batch_size) == y
+    robust = correct.copy()
+    broken_by = np.where(correct, -1, -2)
+    x_adv = x.copy()
+    after, seconds, attacked = [], [], []
+    progress = keras.utils.Progbar(len(attacks) * len(x), unit_name="example") if verbose else None
+    done = 0
+    for index, attack in enumerate(attacks):
+        started = time.perf_counter()
+        todo = np.flatnonzero(robust)
+        attacked.append(int(len(todo)))
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            candidate = attack(model, x[chunk], y[chunk]).numpy()
+            fooled = _predict(logits_fn, candidate, batch_size) != y[chunk]
+            hit = chunk[fooled]
+            x_adv[hit] = candidate[fooled]
+            robust[hit] = False
+            broken_by[hit] = index
+            if progress is not None:
+                progress.update(done + start + len(chunk),
+                                values=[("robust_accuracy", float(np.mean(robust)))])
+        done += len(x)
+        if progress is not None:
+            progress.update(done, values=[("robust_accuracy", float(np.mean(robust)))])
+        seconds.append(time.perf_counter() - started)
+        after.append(float(np.mean(robust)))
+    names = [a.registry_name or type(a).__name__ for a in attacks]
+    return EnsembleResult(x_adv, correct, robust, broken_by, names, after, seconds, attacked)
+
+
+@register("autoattack")
+class AutoAttack(Attack):
+    """AutoAttack: APGD-CE, APGD-T, FAB-T and Square, each on the points still robust.
+
+    Croce & Hein, "Reliable evaluation of adversarial robustness with an
+    ensemble of diverse parameter-free attacks", ICML 2020.
+
+    `run(model, x, y)` is the evaluation entry point: it attacks only the
+    examples that every earlier member left robust and returns an
+    `EnsembleResult` with the per-example worst case and which attack broke
+    each example. Calling the object (`attack(model, x, y)`, or `perturb`
+    inside a graph) runs every member on the whole batch and keeps, per
+    example, the first member's point that fools the model: the same worst
+    case, at the cost of attacking points already broken, with static shapes
+    for `tf.function` and XLA.
+
+    Args:
+        epsilon: radius of the threat model.
+        norm: `"linf"` or `"l2"`.
+        version: `"standard"` (the reference's four attacks and settings) or
+            `"custom"` with `attacks` given.
+        attacks: for `"custom"`, a list of attacks, names or configs; they
+            should share the ensemble's epsilon, norm and range.
+        clip_min, clip_max, seed, jit_compile: see `Attack`.
+
+    Example:
+
+    >>> result = AutoAttack(epsilon=0.3).run(model, x_test, y_test)  # doctest: +SKIP
+    >>> result.robust_accuracy                                       # doctest: +SKIP
+    """
+
+    def __init__(self, epsilon, norm="linf", version="standard", attacks=None, **kwargs):
+        super().__init__(epsilon, norm=norm, **kwargs)
+        self.version = validation.check_choice("version", version, VERSIONS)
+        if self.version == "standard":
+            if attacks is not None:
+                raise ValueError("Expected attacks=None for version='standard'. Received: "
+                                 f"attacks={attacks!r}; use version='custom'.")
+            self.attacks = standard_attacks(self.epsilon, self.norm, self.seed,
+                                            self.clip_min, self.clip_max)
+        else:
+            if not attacks:
+                raise ValueError("Expected a non-empty list of attacks for version='custom'. "
+                                 f"Received: attacks={attacks!r}")
+            self.attacks = [get(a) for a in attacks]
+        for member in self.attacks:
+            if member.epsilon > self.epsilon or member.norm != self.norm:
+                raise ValueError(
+                    f"Expected every member within the ensemble's threat model ({self.norm}, "
+                    f"epsilon={self.epsilon:g}). Received: {member!r}"
+                )
+
+    def run(self, model, x, y, batch_size=256, verbose=True):
+        """Evaluate `model` on `(x, y)`; see `run_ensemble`."""
+        return run_ensemble(self.attacks, model, x, y, batch_size=batch_size, verbose=verbose)
+
+    def perturb(self, model, x, y, seed=None):
+        logits_fn = as_logits_fn(model)
+        x = tf.cast(x, tf.float32)
+        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        if seed is None:
+            seed = tf.constant([self.seed, 0], tf.int32)
+        seeds = tf.random.experimental.stateless_split(seed, len(self.attacks))
+        best = x
+        fooled = tf.zeros_like(y, dtype=tf.bool)
+        for i, member in enumerate(self.attacks):
+            candidate = member.perturb(model, x, y, seeds[i])
+            hit = tf.logical_and(
+                tf.logical_not(fooled),
+                tf.not_equal(tf.argmax(logits_fn(candidate), -1, output_type=tf.int32), y))
+            best = tf.where(tf.reshape(hit, [-1] + [1] * (x.shape.rank - 1)), candidate, best)
+            fooled = tf.logical_or(fooled, hit)
+        return best
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(version=self.version,
+                      attacks=None if self.version == "standard" else
+                      [serialize(a) for a in self.attacks])
+        return config
