@@ -147,3 +147,29 @@ def test_standard_autoattack_has_the_reference_members():
         attacks.AutoAttack(epsilon=0.3, version="quick")
     with pytest.raises(ValueError, match="threat model"):
         attacks.AutoAttack(epsilon=0.1, version="custom", attacks=[attacks.PGD(epsilon=0.3)])
+
+
+def test_dataset_evaluation_matches_the_array_run_and_is_deterministic(trained, mnist_sample):
+    import tfrobust
+
+    conv_net = trained["standard"]
+    x, y = mnist_sample[2][:90], mnist_sample[3][:90]
+    dataset = tfrobust.data.load("mnist-sample", "test", batch_size=30, limit=90)
+
+    def members():
+        return [attacks.PGD(epsilon=0.08, num_steps=3, seed=2),
+                attacks.Square(epsilon=0.08, num_queries=15, seed=3)]
+
+    first = attacks.run_ensemble_on_dataset(members(), conv_net, dataset, verbose=False)
+    second = attacks.run_ensemble_on_dataset(members(), conv_net, dataset, verbose=False)
+    # The same attack objects called on the same batches, in order, by hand.
+    same = members()
+    parts = [attacks.run_ensemble(same, conv_net, x[i:i + 30], y[i:i + 30], verbose=False)
+             for i in range(0, 90, 30)]
+    robust = np.concatenate([p.robust for p in parts])
+    broken_by = np.concatenate([p.broken_by for p in parts])
+    assert first.num_examples == 90
+    assert first.robust_accuracy == second.robust_accuracy == pytest.approx(robust.mean())
+    assert first.clean_accuracy == pytest.approx(np.mean([p.clean_accuracy for p in parts]))
+    assert first.broken_by == [int((broken_by == i).sum()) for i in range(2)]
+    assert 0 < first.robust_accuracy < first.clean_accuracy  # the test is not vacuous

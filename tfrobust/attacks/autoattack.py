@@ -132,6 +132,65 @@ def run_ensemble(attacks, model, x, y, batch_size=256, verbose=True):
     return EnsembleResult(x_adv, correct, robust, broken_by, names, after, seconds, attacked)
 
 
+@dataclasses.dataclass
+class EnsembleSummary:
+    """Counts from an ensemble run over a dataset, batch by batch (no images kept).
+
+    Attributes:
+        num_examples: examples seen.
+        clean_accuracy: accuracy on the clean inputs.
+        robust_accuracy: accuracy under the per-example worst case.
+        robust_accuracy_after: robust accuracy after each attack.
+        broken_by: examples broken by each attack (in `attack_names` order).
+        attack_names: the members' names.
+        seconds: wall-clock time per attack, summed over batches.
+    """
+
+    num_examples: int
+    clean_accuracy: float
+    robust_accuracy: float
+    robust_accuracy_after: list
+    broken_by: list
+    attack_names: list
+    seconds: list
+
+
+def run_ensemble_on_dataset(attacks, model, dataset, verbose=True):
+    """`run_ensemble` over a `tf.data` pipeline of `(images, labels)` batches.
+
+    Memory stays bounded by one batch: each batch is attacked (each attack
+    only on the batch's examples still robust) and reduced to counts.
+    Deterministic given the attacks' seeds and the order of the batches.
+
+    Returns:
+        An `EnsembleSummary`.
+    """
+    attacks = [get(a) for a in attacks]
+    cardinality = int(dataset.cardinality())
+    progress = keras.utils.Progbar(cardinality if cardinality > 0 else None, unit_name="batch") \
+        if verbose else None
+    total = correct = robust = 0
+    after = np.zeros(len(attacks))
+    broken = np.zeros(len(attacks), np.int64)
+    seconds = np.zeros(len(attacks))
+    for step, batch in enumerate(dataset):
+        x, y = batch[0].numpy(), batch[1].numpy()
+        result = run_ensemble(attacks, model, x, y, batch_size=max(len(x), 1), verbose=False)
+        total += len(x)
+        correct += int(result.clean_correct.sum())
+        robust += int(result.robust.sum())
+        after += np.asarray(result.robust_accuracy_after) * len(x)
+        broken += np.bincount(result.broken_by[result.broken_by >= 0], minlength=len(attacks))
+        seconds += np.asarray(result.seconds)
+        if progress is not None:
+            progress.update(step + 1, values=[("robust_accuracy", robust / total)])
+    if total == 0:
+        raise ValueError("Expected a non-empty dataset. Received: a dataset with no batches")
+    names = [a.registry_name or type(a).__name__ for a in attacks]
+    return EnsembleSummary(total, correct / total, robust / total, (after / total).tolist(),
+                           broken.tolist(), names, seconds.tolist())
+
+
 @register("autoattack")
 class AutoAttack(Attack):
     """AutoAttack: APGD-CE, APGD-T, FAB-T and Square, each on the points still robust.
@@ -187,6 +246,10 @@ class AutoAttack(Attack):
     def run(self, model, x, y, batch_size=256, verbose=True):
         """Evaluate `model` on `(x, y)`; see `run_ensemble`."""
         return run_ensemble(self.attacks, model, x, y, batch_size=batch_size, verbose=verbose)
+
+    def evaluate(self, model, dataset, verbose=True):
+        """Robust accuracy over a `tf.data` pipeline; see `run_ensemble_on_dataset`."""
+        return run_ensemble_on_dataset(self.attacks, model, dataset, verbose=verbose)
 
     def perturb(self, model, x, y, seed=None):
         logits_fn = as_logits_fn(model)
