@@ -1,3 +1,5 @@
-"""Custom Keras layers (the hypersphere classification head lives here)."""
+"""Custom Keras layers: the hypersphere embedding head."""
 
-__all__ = []
+from tfrobust.layers.hypersphere import HypersphereDense
+
+__all__ = ["HypersphereDense"]

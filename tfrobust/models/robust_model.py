@@ -92,6 +92,10 @@ class RobustModel(keras.Model):
             # Create the head's weights now, inside the caller's distribution
             # scope, rather than at the first train_step (in replica context).
             head.build(backbone.output_shape)
+        if backbone.built and head.built:
+            # All weights exist: saving and re-compiling after loading (which
+            # builds the optimizer's slots) need not wait for a first call.
+            self.built = True
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.term_trackers = [keras.metrics.Mean(name=n) for n in self.objective.term_names]
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
