@@ -89,3 +89,19 @@ def test_every_method_trains_and_records_its_hyperparameters(tmp_path, method, k
     assert 0.0 <= history["test"]["adv_accuracy"] <= history["test"]["accuracy"] + 1e-9
     # The run's precision policy does not leak into the rest of the process.
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_hypersphere_head_takes_the_reference_defaults_of_the_method(tmp_path, capsys):
+    out = str(tmp_path / "he")
+    assert main(["train", *SMALL, "--method", "alp", "--head", "hypersphere", "--output",
+                 out]) == 0
+    config = json.load(open(os.path.join(out, "config.json")))
+    head = config["model"]["head"]
+    assert head["class_name"] == "HypersphereDense"
+    assert (head["config"]["scale"], head["config"]["margin"]) == (20.0, 0.3)
+    model = keras.saving.load_model(os.path.join(out, "model.keras"))
+    x, _ = data.load_arrays("mnist-sample", "test", limit=16)
+    logits = model.predict(x, verbose=0)
+    assert np.abs(logits).max() <= 1.0 + 1e-5  # inference returns cosines
+    assert main(["train", *SMALL, "--scale", "10", "--output", str(tmp_path / "x")]) == 1
+    assert "--head hypersphere" in capsys.readouterr().err

@@ -199,7 +199,8 @@ def test_bad_framework_arguments(kwargs, match):
 
 @pytest.mark.slow
 def test_every_framework_beats_standard_training_under_attack(mnist_sample):
-    # Measured when written (val_adv_accuracy at L-inf 0.2, PGD-20): see the issue note.
+    # Measured when written (val_adv_accuracy at L-inf 0.2, PGD-20): standard 0.076,
+    # PGD-AT 0.522, TRADES 0.744, ALP 0.664, FreeAT 0.456, FastAT 0.528.
     x, y = mnist_sample[0][:3000], mnist_sample[1][:3000]
     x_val, y_val = mnist_sample[2][:500], mnist_sample[3][:500]
     settings = {"standard": 2, "pgd-at": 2, "trades": 2, "alp": 2, "free-at": 1, "fast-at": 2}
@@ -213,7 +214,12 @@ def test_every_framework_beats_standard_training_under_attack(mnist_sample):
         history = model.fit(x, y, batch_size=64, epochs=epochs,
                             validation_data=(x_val, y_val), verbose=0).history
         results[name] = history["val_adv_accuracy"][-1]
+        if name == "standard":
+            assert history["val_accuracy"][-1] > 0.9       # the baseline did learn
+        elif name != "free-at":
+            assert history["adv_accuracy"][-1] > history["adv_accuracy"][0]  # learns under attack
     print(results)
+    assert results["standard"] < 0.2                        # ... and is not robust
     for name in settings:
         if name != "standard":
             assert results[name] > results["standard"] + 0.2, results

@@ -79,30 +79,6 @@ def test_train_step_traces_under_xla_and_matches_the_graph_path(mnist_sample):
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-@pytest.mark.slow
-def test_pgd_at_beats_standard_training_under_attack(mnist_sample):
-    # Measured when written: standard 0.08, PGD-AT 0.52 val_adv_accuracy.
-    x, y = mnist_sample[0][:3000], mnist_sample[1][:3000]
-    x_val, y_val = mnist_sample[2][:500], mnist_sample[3][:500]
-    results = {}
-    for objective in ("standard", "pgd-at"):
-        keras.utils.set_random_seed(0)
-        model = RobustModel(
-            small_cnn(), keras.layers.Dense(10), objective=objective,
-            attack=attacks.PGD(epsilon=0.2, num_steps=5) if objective == "pgd-at" else None,
-            eval_attack=attacks.PGD(epsilon=0.2, num_steps=20),
-        )
-        model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        history = model.fit(x, y, batch_size=64, epochs=2, validation_data=(x_val, y_val),
-                            verbose=0).history
-        results[objective] = history
-    standard, robust = results["standard"], results["pgd-at"]
-    assert standard["val_accuracy"][-1] > 0.9           # the baseline did learn
-    assert standard["val_adv_accuracy"][-1] < 0.2        # ... and is not robust
-    assert robust["val_adv_accuracy"][-1] > standard["val_adv_accuracy"][-1] + 0.25
-    assert robust["adv_accuracy"][-1] > robust["adv_accuracy"][0]  # it learns under attack
-
-
 def test_keras_round_trip_keeps_predictions_and_config(tmp_path, mnist_sample):
     x = mnist_sample[2][:16]
     keras.utils.set_random_seed(0)

@@ -17,6 +17,9 @@ DEFAULTS = {
     "beta": None,               # TRADES (default 6.0) and ALP (default 0.5)
     "replays": 4,               # FreeAT
     "step_ratio": 1.25,         # FastAT: FGSM step / epsilon
+    "head": "dense",            # or "hypersphere" (HE)
+    "scale": None,              # HE s; None: the reference default of the method
+    "margin": None,             # HE m; None: the reference default of the method
     "attack_bn": "inference",   # batch norm mode while crafting training attacks
     "precision": "float32",     # or "mixed_bfloat16"
     "epochs": 5,
@@ -36,6 +39,11 @@ DEFAULTS = {
 METHODS = ("pgd-at", "trades", "alp", "free-at", "fast-at", "standard")
 PRECISIONS = ("float32", "mixed_bfloat16")
 _DEFAULT_BETA = {"trades": 6.0, "alp": 0.5}
+HEADS = ("dense", "hypersphere")
+# HE reference defaults (s, m) per framework (SPEC section 2); FastAT and standard
+# training have none in the reference and take PGD-AT's.
+_DEFAULT_HE = {"pgd-at": (15.0, 0.2), "trades": (15.0, 0.2), "alp": (20.0, 0.3),
+               "free-at": (10.0, 0.2), "fast-at": (15.0, 0.2), "standard": (15.0, 0.2)}
 
 
 def add_parser(subparsers):
@@ -56,6 +64,12 @@ def add_parser(subparsers):
                         help="TRADES KL weight (default 6.0) or ALP pairing weight (default 0.5)")
     parser.add_argument("--replays", type=int, help="FreeAT minibatch replays (default 4)")
     parser.add_argument("--step-ratio", type=float, help="FastAT FGSM step / epsilon (default 1.25)")
+    parser.add_argument("--head", choices=HEADS,
+                        help="classification head: dense (default) or hypersphere (HE)")
+    parser.add_argument("--scale", type=float,
+                        help="HE scale s (default per method: 15, ALP 20, FreeAT 10)")
+    parser.add_argument("--margin", type=float,
+                        help="HE margin m (default per method: 0.2, ALP 0.3)")
     parser.add_argument("--attack-bn", choices=("inference", "training"),
                         help="batch norm mode while crafting training attacks (default inference)")
     parser.add_argument("--precision", choices=PRECISIONS,
@@ -97,6 +111,15 @@ def resolve_options(args):
     if options["precision"] not in PRECISIONS:
         raise ValueError(
             f"Expected precision in {list(PRECISIONS)}. Received: precision={options['precision']!r}")
+    if options["head"] not in HEADS:
+        raise ValueError(f"Expected head in {list(HEADS)}. Received: head={options['head']!r}")
+    if options["head"] == "hypersphere":
+        default_scale, default_margin = _DEFAULT_HE[options["method"]]
+        options["scale"] = default_scale if options["scale"] is None else options["scale"]
+        options["margin"] = default_margin if options["margin"] is None else options["margin"]
+    elif options["scale"] is not None or options["margin"] is not None:
+        raise ValueError("Expected --scale and --margin only with --head hypersphere. "
+                         f"Received: head={options['head']!r}")
     if options["beta"] is None and options["method"] in _DEFAULT_BETA:
         options["beta"] = _DEFAULT_BETA[options["method"]]
     if options["output"] is None:
@@ -145,7 +168,13 @@ def build_model(options, info):
         backbone_kwargs = {"depth": options["depth"], "width": options["width"]}
     backbone = models.get_backbone(options["model"], info.image_shape, **backbone_kwargs)
     # Logits in float32 whatever the policy: attacks compare them closely.
-    head = keras.layers.Dense(info.num_classes, name="head", dtype="float32")
+    if options["head"] == "hypersphere":
+        from tfrobust.layers import HypersphereDense
+
+        head = HypersphereDense(info.num_classes, scale=options["scale"],
+                                margin=options["margin"], name="head", dtype="float32")
+    else:
+        head = keras.layers.Dense(info.num_classes, name="head", dtype="float32")
     epsilon = options["epsilon"]
     attack = attacks.PGD(
         epsilon=epsilon, norm=options["norm"], num_steps=options["num_steps"],
