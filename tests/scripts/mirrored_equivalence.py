@@ -35,6 +35,12 @@ OBJECTIVES = {
     "alp": lambda: objectives.ALP(beta=0.5),
     "free-at": lambda: objectives.FreeAT(replays=3),
     "fast-at": lambda: objectives.FastAT(random_start=False),
+    # ADR's per-example terms, then all terms (global ones pair within a replica).
+    "adr-local": lambda: objectives.ADR("pgd-at", [
+        objectives.regularizers.LocalCompactness(1.0),
+        objectives.regularizers.LocalSmoothness(1.0),
+        objectives.regularizers.ConditionalEntropy(1.0)]),
+    "adr": lambda: objectives.ADR("pgd-at"),
 }
 
 

@@ -41,6 +41,9 @@ class RobustModel(keras.Model):
             `"inference"` (moving statistics, as the HE and TRADES code do) or
             `"training"` (batch statistics, as the ADR TensorFlow code does).
         seed: seed of the random starts drawn in `train_step`/`test_step`.
+        regularizers: ADR regularisers (`tfrobust.objectives.regularizers`) to
+            add to a PGD-AT or TRADES objective: shorthand for
+            `objective=ADR(base, regularizers=...)`.
 
     Example:
 
@@ -53,7 +56,7 @@ class RobustModel(keras.Model):
     """
 
     def __init__(self, backbone, head, objective="pgd-at", attack=None, eval_attack=None,
-                 attack_bn="inference", seed=0, **kwargs):
+                 attack_bn="inference", seed=0, regularizers=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.Layer):
             raise TypeError(
@@ -67,6 +70,8 @@ class RobustModel(keras.Model):
         self.backbone = backbone
         self.head = head
         self.objective = objectives_lib.get(objective)
+        if regularizers:
+            self.objective = _with_regularizers(self.objective, regularizers)
         self.attack = attacks_lib.get(attack) if attack is not None else None
         if self.objective.needs_attack and self.attack is None:
             raise ValueError(
@@ -317,6 +322,19 @@ class RobustModel(keras.Model):
                     config[key], custom_objects=custom_objects
                 )
         return cls(**config)
+
+
+def _with_regularizers(objective, regularizers):
+    """The ADR objective that adds `regularizers` to a PGD-AT or TRADES objective."""
+    if isinstance(objective, objectives_lib.TRADES):
+        return objectives_lib.ADR("trades", regularizers, beta=objective.beta,
+                                  init_std=objective.init_std)
+    if type(objective) is objectives_lib.PGDAT:
+        return objectives_lib.ADR("pgd-at", regularizers)
+    raise ValueError(
+        "Expected regularizers with a PGD-AT or TRADES objective (or objective=ADR(...)). "
+        f"Received: objective={objective!r}"
+    )
 
 
 def _split_validation(validation_data):

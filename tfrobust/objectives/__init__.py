@@ -1,5 +1,7 @@
 """Training frameworks: how a batch becomes a loss inside `RobustModel.train_step`."""
 
+from tfrobust.objectives import regularizers
+from tfrobust.objectives.adr import ADR
 from tfrobust.objectives.alp import ALP
 from tfrobust.objectives.base import LossOutput, Objective, get, names, register
 from tfrobust.objectives.fast_at import FastAT
@@ -8,5 +10,5 @@ from tfrobust.objectives.pgd_at import PGDAT
 from tfrobust.objectives.standard import Standard
 from tfrobust.objectives.trades import TRADES
 
-__all__ = ["ALP", "FastAT", "FreeAT", "LossOutput", "Objective", "PGDAT", "Standard", "TRADES",
-           "get", "names", "register"]
+__all__ = ["ADR", "ALP", "FastAT", "FreeAT", "LossOutput", "Objective", "PGDAT", "Standard", "TRADES",
+           "get", "names", "register", "regularizers"]

@@ -1,0 +1,128 @@
+"""ADR (Bui et al. 2020): adversarial training with compactness and smoothness regularisers."""
+
+import keras
+import tensorflow as tf
+
+from tfrobust.objectives import regularizers as regularizers_lib
+from tfrobust.objectives.base import (LossOutput, Objective, kl_divergence, register, sparse_ce,
+                                      weighted_mean)
+from tfrobust.objectives.trades import TRADES
+from tfrobust.utils import validation
+
+BASES = ("pgd-at", "trades")
+
+
+@register("adr")
+class ADR(Objective):
+    """Adversary divergence reduction: local/global compactness, smoothness, clustering.
+
+    Bui, Le, Zhao, Montague, deVel, Abraham, Phung, "Improving Adversarial
+    Robustness by Enforcing Local and Global Compactness", ECCV 2020.
+
+    Clean and adversarial batches pass through the network separately, as in
+    the reference code; the regularisers read the activations of `layer`
+    (the backbone's feature vector by default) and the logits:
+
+    ```
+    base "pgd-at": loss_i = 0.5 CE(f(x_i), y_i) + 0.5 CE(f(x'_i), y_i) + sum_r w_r R_r(i)
+    base "trades": loss_i = CE(f(x_i), y_i) + beta KL(p(x_i) || p(x'_i)) + sum_r w_r R_r(i)
+    ```
+    `x'` comes from the model's `attack` (PGD on cross-entropy from a uniform
+    start, the reference's attack) for "pgd-at", and from TRADES' KL attack for
+    "trades". The cross-entropies use the head's training logits (with margin
+    for a hypersphere head); the regularisers and the KL its attack logits.
+    Each regulariser is logged under its own name.
+
+    Args:
+        base: `"pgd-at"` or `"trades"`.
+        regularizers: a list of `tfrobust.objectives.regularizers` objects,
+            names or configs; `None` is the reference configuration (every term
+            at weight 1, global smoothness at 0).
+        layer: the name of a backbone layer to regularise instead of the
+            feature vector (its output is flattened).
+        beta: the TRADES KL weight (base "trades" only).
+        init_std: the TRADES attack's Gaussian start (base "trades" only).
+    """
+
+    def __init__(self, base="pgd-at", regularizers=None, layer=None, beta=6.0, init_std=0.001):
+        self.base = validation.check_choice("base", base, BASES)
+        if regularizers is None:
+            regularizers = regularizers_lib.reference_regularizers()
+        self.regularizers = [regularizers_lib.get(r) for r in regularizers]
+        names = [r.name for r in self.regularizers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Expected each regularizer once. Received: {names}")
+        self.layer = layer
+        self.beta = validation.check_number("beta", beta, minimum=0.0)
+        self.init_std = validation.check_number("init_std", init_std, minimum=0.0)
+        base_terms = ("clean_loss", "adv_loss") if self.base == "pgd-at" else (
+            "natural_loss", "robust_loss")
+        self.term_names = base_terms + tuple(names)
+        self._tap = None
+
+    def build(self, model, batch_size):
+        if self.layer is None or self._tap is not None:
+            return False
+        try:
+            target = model.backbone.get_layer(self.layer)
+        except ValueError:
+            names = [layer.name for layer in model.backbone.layers]
+            raise ValueError(f"Expected layer to name a layer of the backbone ({names}). "
+                             f"Received: layer={self.layer!r}") from None
+        # Shares the backbone's layers and weights: one pass gives both outputs.
+        backbone = model.backbone
+        if isinstance(backbone, keras.Sequential):
+            inputs = keras.Input(backbone.input_shape[1:])
+            outputs = inputs
+            for member in backbone.layers:
+                outputs = member(outputs)
+                if member is target:
+                    tapped = outputs
+            self._tap = keras.Model(inputs, [tapped, outputs])
+        else:
+            self._tap = keras.Model(backbone.inputs, [target.output, backbone.outputs[0]])
+        return True
+
+    def _forward(self, model, x):
+        if self.layer is None:
+            z = model.features(x, training=True)
+            return z, z
+        if self._tap is None:
+            raise RuntimeError("ADR with a layer is built by RobustModel.fit; call fit().")
+        h, z = self._tap(x, training=True)
+        return tf.reshape(h, [tf.shape(h)[0], -1]), z
+
+    def craft(self, model, x, y, seed):
+        if self.base == "trades":
+            return TRADES(self.beta, self.init_std).craft(model, x, y, seed)
+        return super().craft(model, x, y, seed)
+
+    def compute_loss(self, model, x, x_adv, y, sample_weight=None):
+        h, z = self._forward(model, x)
+        h_adv, z_adv = self._forward(model, x_adv)
+        logits, logits_adv = (model.head_logits(z, y, kind="attack"),
+                              model.head_logits(z_adv, y, kind="attack"))
+        clean_ce = sparse_ce(model.head_logits(z, y, kind="train"), y)
+        if self.base == "pgd-at":
+            second = sparse_ce(model.head_logits(z_adv, y, kind="train"), y)
+            per_example = 0.5 * clean_ce + 0.5 * second
+            terms = {"clean_loss": tf.reduce_mean(clean_ce), "adv_loss": tf.reduce_mean(second)}
+        else:
+            second = kl_divergence(logits, logits_adv)
+            per_example = clean_ce + self.beta * second
+            terms = {"natural_loss": tf.reduce_mean(clean_ce),
+                     "robust_loss": tf.reduce_mean(second)}
+        num_classes = logits.shape[-1]
+        for regularizer in self.regularizers:
+            value = regularizer(h, h_adv, logits, logits_adv, y, num_classes)   # (B,)
+            per_example = per_example + regularizer.weight * value
+            terms[regularizer.name] = tf.reduce_mean(value)
+        return LossOutput(weighted_mean(per_example, sample_weight), terms,
+                          tf.stop_gradient(model.head_logits(z, kind="inference")),
+                          tf.stop_gradient(model.head_logits(z_adv, kind="inference")))
+
+    def get_config(self):
+        return {"base": self.base, "layer": self.layer, "beta": self.beta,
+                "init_std": self.init_std,
+                "regularizers": [keras.saving.serialize_keras_object(r)
+                                 for r in self.regularizers]}
