@@ -105,3 +105,24 @@ def test_hypersphere_head_takes_the_reference_defaults_of_the_method(tmp_path, c
     assert np.abs(logits).max() <= 1.0 + 1e-5  # inference returns cosines
     assert main(["train", *SMALL, "--scale", "10", "--output", str(tmp_path / "x")]) == 1
     assert "--head hypersphere" in capsys.readouterr().err
+
+
+def test_adr_with_weights_and_a_layer(tmp_path, capsys):
+    out = str(tmp_path / "adr")
+    assert main(["train", *SMALL, "--adr", "--adr-weights", "gc=0.5,gs=0.25", "--adr-layer",
+                 "conv4", "--output", out]) == 0
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["options"]["adr_weights"] == {"lc": 1.0, "gc": 0.5, "ls": 1.0, "gs": 0.25,
+                                                "ce": 1.0}
+    objective = config["model"]["objective"]["config"]
+    assert objective["base"] == "pgd-at" and objective["layer"] == "conv4"
+    weights = {r["class_name"]: r["config"]["weight"] for r in objective["regularizers"]}
+    assert weights["GlobalCompactness"] == 0.5 and weights["GlobalSmoothness"] == 0.25
+    history = json.load(open(os.path.join(out, "history.json")))
+    assert "local_compactness" in history["epochs"][0]
+    assert main(["train", *SMALL, "--adr", "--adr-weights", "xx=1", "--output",
+                 str(tmp_path / "bad")]) == 1
+    assert "adr_weights" in capsys.readouterr().err
+    assert main(["train", *SMALL, "--adr", "--method", "alp", "--output",
+                 str(tmp_path / "bad")]) == 1
+    assert "method='alp'" in capsys.readouterr().err

@@ -20,6 +20,9 @@ DEFAULTS = {
     "head": "dense",            # or "hypersphere" (HE)
     "scale": None,              # HE s; None: the reference default of the method
     "margin": None,             # HE m; None: the reference default of the method
+    "adr": False,               # add the ADR regularisers (pgd-at or trades)
+    "adr_weights": None,        # e.g. "lc=1,gc=1,ls=1,gs=0,ce=1"; None: the reference weights
+    "adr_layer": None,          # backbone layer to regularise; None: the feature vector
     "attack_bn": "inference",   # batch norm mode while crafting training attacks
     "precision": "float32",     # or "mixed_bfloat16"
     "epochs": 5,
@@ -70,6 +73,12 @@ def add_parser(subparsers):
                         help="HE scale s (default per method: 15, ALP 20, FreeAT 10)")
     parser.add_argument("--margin", type=float,
                         help="HE margin m (default per method: 0.2, ALP 0.3)")
+    parser.add_argument("--adr", action="store_true", default=None,
+                        help="add the ADR regularisers to pgd-at or trades")
+    parser.add_argument("--adr-weights",
+                        help="ADR term weights, e.g. lc=1,gc=1,ls=1,gs=0,ce=1 (local/global "
+                             "compactness, local/global smoothness, conditional entropy)")
+    parser.add_argument("--adr-layer", help="backbone layer ADR acts on (default: the features)")
     parser.add_argument("--attack-bn", choices=("inference", "training"),
                         help="batch norm mode while crafting training attacks (default inference)")
     parser.add_argument("--precision", choices=PRECISIONS,
@@ -120,6 +129,12 @@ def resolve_options(args):
     elif options["scale"] is not None or options["margin"] is not None:
         raise ValueError("Expected --scale and --margin only with --head hypersphere. "
                          f"Received: head={options['head']!r}")
+    if options["adr"]:
+        options["adr_weights"] = parse_adr_weights(options["adr_weights"])
+    elif options["adr_weights"] is not None or options["adr_layer"] is not None:
+        raise ValueError("Expected --adr-weights and --adr-layer only with --adr. Received: "
+                         f"adr_weights={options['adr_weights']!r}, "
+                         f"adr_layer={options['adr_layer']!r}")
     if options["beta"] is None and options["method"] in _DEFAULT_BETA:
         options["beta"] = _DEFAULT_BETA[options["method"]]
     if options["output"] is None:
@@ -140,11 +155,48 @@ def _check_output(directory, overwrite):
         )
 
 
+ADR_TERMS = {"lc": "local-compactness", "gc": "global-compactness", "ls": "local-smoothness",
+             "gs": "global-smoothness", "ce": "conditional-entropy"}
+_ADR_REFERENCE = {"lc": 1.0, "gc": 1.0, "ls": 1.0, "gs": 0.0, "ce": 1.0}
+
+
+def parse_adr_weights(value):
+    """`"lc=1,gc=0.5"` (or a dict) to the full weight table, unnamed terms at the reference."""
+    weights = dict(_ADR_REFERENCE)
+    if value is None:
+        return weights
+    if isinstance(value, str):
+        pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError("Expected adr_weights like 'lc=1,gc=1,ls=1,gs=0,ce=1'. "
+                             f"Received: adr_weights={value!r}")
+        value = {k.strip(): v.strip() for k, v in pairs}
+    unknown = sorted(set(value) - set(ADR_TERMS))
+    if unknown:
+        raise ValueError(f"Expected adr_weights keys among {sorted(ADR_TERMS)}. Received: "
+                         f"adr_weights={value!r}")
+    for key, weight in value.items():
+        try:
+            weights[key] = float(weight)
+        except ValueError:
+            raise ValueError(f"Expected a number for ADR weight {key!r}. Received: "
+                             f"adr_weights={value!r}") from None
+    return weights
+
+
 def build_objective(options):
     """The training framework named by `method`, with its hyperparameters."""
     from tfrobust import objectives
 
     method = options["method"]
+    if options["adr"]:
+        if method not in ("pgd-at", "trades"):
+            raise ValueError("Expected --adr with method pgd-at or trades. Received: "
+                             f"method={method!r}")
+        weights = parse_adr_weights(options["adr_weights"])
+        regs = [objectives.regularizers.get(ADR_TERMS[k], weight=w) for k, w in weights.items()]
+        return objectives.ADR(method, regs, layer=options["adr_layer"],
+                              beta=options["beta"] if method == "trades" else 6.0)
     if method == "trades":
         return objectives.TRADES(beta=options["beta"])
     if method == "alp":
