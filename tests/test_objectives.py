@@ -8,6 +8,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfrobust import attacks, objectives
 from tfrobust.callbacks import CatastrophicOverfittingGuard
@@ -275,3 +276,25 @@ def test_attack_bn_training_uses_batch_statistics():
         np.testing.assert_allclose(model.attack_logits_fn()(x).numpy(), expected, atol=1e-6)
     # Batch statistics differ from the initial moving statistics (mean 0, variance 1).
     assert not np.allclose(backbone(x, training=True), backbone(x, training=False), atol=1e-2)
+
+
+def test_mixed_bfloat16_trains_with_float32_perturbations(mnist_sample):
+    x, y = mnist_sample[0][:64], mnist_sample[1][:64]
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = RobustModel(small_cnn(), keras.layers.Dense(10, dtype="float32"),
+                            objective="trades", attack=attacks.PGD(epsilon=0.3, num_steps=3),
+                            eval_attack=attacks.PGD(epsilon=0.3, num_steps=3))
+        assert model.backbone.get_layer("conv1").compute_dtype == "bfloat16"
+        x_adv = model.objective.craft(model, tf.constant(x), tf.constant(y), tf.constant([1, 2]))
+        assert x_adv.dtype == tf.float32
+        assert np.abs(x_adv.numpy() - x).max() <= 0.3 + 1e-7   # projected in float32
+        assert len(np.unique(x_adv.numpy())) > 1000            # not rounded to bfloat16's grid
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        history = model.fit(x, y, batch_size=32, epochs=2, validation_data=(x, y),
+                            verbose=0).history
+        assert all(np.isfinite(v[-1]) for v in history.values())
+        assert history["loss"][-1] < history["loss"][0]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
