@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tfrobust import attacks, objectives
 from tfrobust.layers import HypersphereDense
-from tfrobust.models import RobustModel, small_cnn
+from tfrobust.models import RobustModel
 from tfrobust.objectives import regularizers as R
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import linear_classifier
 from tfrobust import attacks
 from tfrobust.models import RobustModel, small_cnn
 

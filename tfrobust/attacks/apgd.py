@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from tfrobust.attacks import losses as attack_losses
 from tfrobust.attacks import projections
-from tfrobust.attacks.base import Attack, as_logits_fn, register
+from tfrobust.attacks.base import Attack, register
 from tfrobust.utils import validation
 
 # Algorithm 1 of the paper: the step size is halved at a checkpoint when fewer
@@ -249,11 +249,7 @@ class APGD(Attack):
         return tf.stop_gradient(x_out), found, tf.stop_gradient(loss_best)
 
     def perturb(self, model, x, y, seed=None):
-        logits_fn = as_logits_fn(model)
-        x = tf.cast(x, tf.float32)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
-        if seed is None:
-            seed = tf.constant([self.seed, 0], tf.int32)
+        logits_fn, x, y, seed = self._prepare(model, x, y, seed)
         clean_logits = tf.stop_gradient(logits_fn(x)) if self.loss == "kl" else None
         seeds = tf.random.experimental.stateless_split(seed, self.num_restarts)
         best = self._run_once(logits_fn, x, y, seeds[0], clean_logits=clean_logits)

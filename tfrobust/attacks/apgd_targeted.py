@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from tfrobust.attacks.apgd import APGD, _check_num_classes, merge_runs
-from tfrobust.attacks.base import as_logits_fn, register
+from tfrobust.attacks.base import register
 from tfrobust.utils import validation
 
 
@@ -70,11 +70,7 @@ class APGDTargeted(APGD):
         _check_num_classes(logits, 4, "the targeted DLR loss (it uses the 4 largest logits)")
 
     def perturb(self, model, x, y, seed=None):
-        logits_fn = as_logits_fn(model)
-        x = tf.cast(x, tf.float32)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
-        if seed is None:
-            seed = tf.constant([self.seed, 0], tf.int32)
+        logits_fn, x, y, seed = self._prepare(model, x, y, seed)
         clean_logits = tf.stop_gradient(logits_fn(x))  # (B, K)
         self._check_logits(clean_logits)
         num_classes = clean_logits.shape[-1]

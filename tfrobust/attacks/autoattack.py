@@ -252,11 +252,7 @@ class AutoAttack(Attack):
         return run_ensemble_on_dataset(self.attacks, model, dataset, verbose=verbose)
 
     def perturb(self, model, x, y, seed=None):
-        logits_fn = as_logits_fn(model)
-        x = tf.cast(x, tf.float32)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
-        if seed is None:
-            seed = tf.constant([self.seed, 0], tf.int32)
+        logits_fn, x, y, seed = self._prepare(model, x, y, seed)
         seeds = tf.random.experimental.stateless_split(seed, len(self.attacks))
         best = x
         fooled = tf.zeros_like(y, dtype=tf.bool)

@@ -102,6 +102,15 @@ class Attack:
         """
         raise NotImplementedError
 
+    def _prepare(self, model, x, y, seed):
+        """The common prologue of `perturb`: a logits function, float32 images,
+        flat int32 labels, and the attack's own seed when none is given."""
+        x = tf.cast(x, tf.float32)
+        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        if seed is None:
+            seed = tf.constant([self.seed, 0], tf.int32)
+        return as_logits_fn(model), x, y, seed
+
     # -- calling -------------------------------------------------------------------------
     def __call__(self, model, x, y, seed=None):
         """Run the attack for evaluation.

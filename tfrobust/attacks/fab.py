@@ -78,7 +78,7 @@ Deviations from the paper and from the reference implementation
 import tensorflow as tf
 
 from tfrobust.attacks import projections
-from tfrobust.attacks.base import Attack, as_logits_fn, register
+from tfrobust.attacks.base import Attack, register
 from tfrobust.utils import validation
 
 _TINY = 1e-12
@@ -273,11 +273,7 @@ class FAB(Attack):
 
     # -- all targets and restarts --------------------------------------------------------
     def perturb(self, model, x, y, seed=None):
-        logits_fn = as_logits_fn(model)
-        x = tf.cast(x, tf.float32)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
-        if seed is None:
-            seed = tf.constant([self.seed, 0], tf.int32)
+        logits_fn, x, y, seed = self._prepare(model, x, y, seed)
         clean_logits = logits_fn(x)
         num_classes = clean_logits.shape[-1]
         if num_classes is None or num_classes < 3:

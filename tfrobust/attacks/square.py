@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust.attacks import losses as attack_losses
-from tfrobust.attacks.base import Attack, as_logits_fn, register
+from tfrobust.attacks.base import Attack, register
 from tfrobust.utils import validation
 
 # Iterations (on a 10000-query scale) after which the window fraction p halves.
@@ -337,11 +337,7 @@ class Square(Attack):
 
     def perturb_and_count(self, model, x, y, seed=None):
         """`perturb`, also returning the forward passes spent on each example, (B,) int32."""
-        logits_fn = as_logits_fn(model)
-        x = tf.cast(x, tf.float32)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
-        if seed is None:
-            seed = tf.constant([self.seed, 0], tf.int32)
+        logits_fn, x, y, seed = self._prepare(model, x, y, seed)
         seeds = tf.random.experimental.stateless_split(seed, self.num_restarts)
         done = tf.zeros(tf.shape(y), tf.bool)
         best_x, best, success, queries = self._run_once(logits_fn, x, y, seeds[0], done)
