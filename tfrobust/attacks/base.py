@@ -7,21 +7,7 @@ import tensorflow as tf
 from tfrobust.attacks import projections
 from tfrobust.utils import validation
 from tfrobust.utils.device import resolve_jit_compile
-
-_REGISTRY = {}
-
-
-def register(name):
-    """Class decorator: make an attack serialisable and findable by `get(name)`."""
-
-    def wrap(cls):
-        cls = keras.saving.register_keras_serializable(package="tfrobust")(cls)
-        cls.registry_name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
+from tfrobust.utils.registry import Registry
 
 def as_logits_fn(model):
     """A function from images to float32 logits, calling Keras models in inference mode.
@@ -194,22 +180,17 @@ class Attack:
         return f"{type(self).__name__}({args})"
 
 
+_REGISTRY = Registry("attack", Attack)
+register = _REGISTRY.register
+
+
 def get(identifier, **overrides):
     """Look up an attack by name, config dict or instance.
 
     `get("pgd", epsilon=0.3)` builds a new attack; a dict is what `serialize`
     returns; an `Attack` instance is returned as is.
     """
-    if isinstance(identifier, Attack):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
-        return _REGISTRY[identifier.lower()](**overrides)
-    raise ValueError(
-        f"Expected an attack name in {sorted(_REGISTRY)}, a config dict or an Attack. "
-        f"Received: {identifier!r}"
-    )
+    return _REGISTRY.get(identifier, **overrides)
 
 
 def serialize(attack):
@@ -219,4 +200,4 @@ def serialize(attack):
 
 def names():
     """The registered attack names."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()

@@ -2,23 +2,9 @@
 
 import dataclasses
 
-import keras
 import tensorflow as tf
 
-_REGISTRY = {}
-
-
-def register(name):
-    """Class decorator: make an objective serialisable and findable by `get(name)`."""
-
-    def wrap(cls):
-        cls = keras.saving.register_keras_serializable(package="tfrobust")(cls)
-        cls.registry_name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
+from tfrobust.utils.registry import Registry
 
 @dataclasses.dataclass
 class LossOutput:
@@ -127,20 +113,15 @@ class Objective:
         return f"{type(self).__name__}({args})"
 
 
+_REGISTRY = Registry("objective", Objective)
+register = _REGISTRY.register
+
+
 def get(identifier, **kwargs):
     """Look up an objective by name (`"pgd-at"`), config dict or instance."""
-    if isinstance(identifier, Objective):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
-        return _REGISTRY[identifier.lower()](**kwargs)
-    raise ValueError(
-        f"Expected an objective name in {sorted(_REGISTRY)}, a config dict or an "
-        f"Objective. Received: objective={identifier!r}"
-    )
+    return _REGISTRY.get(identifier, **kwargs)
 
 
 def names():
     """The registered objective names."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()

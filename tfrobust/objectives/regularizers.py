@@ -7,24 +7,13 @@ Notation: `z` clean features, `z'` adversarial features, `f` logits, `sg`
 stop-gradient, `B` batch size.
 """
 
-import keras
 import tensorflow as tf
 
 from tfrobust.utils import validation
+from tfrobust.utils.registry import Registry
 
-_REGISTRY = {}
 #: s in the label weights of the global terms (the reference's 0.99).
 LABEL_WEIGHT_S = 0.99
-
-
-def register(name):
-    def wrap(cls):
-        cls = keras.saving.register_keras_serializable(package="tfrobust")(cls)
-        cls.registry_name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
 
 
 def feature_distance(clean, adversarial):
@@ -89,6 +78,10 @@ class Regularizer:
         return f"{type(self).__name__}(weight={self.weight!r})"
 
 
+_REGISTRY = Registry("regularizer", Regularizer)
+register = _REGISTRY.register
+
+
 @register("local-compactness")
 class LocalCompactness(Regularizer):
     """`L_lc = (1/B) sum_i d(z_i, z'_i)`: each adversarial feature near its clean one."""
@@ -147,14 +140,7 @@ class ConditionalEntropy(Regularizer):
 
 def get(identifier, **kwargs):
     """A regulariser by name (`"local-compactness"`), config dict or instance."""
-    if isinstance(identifier, Regularizer):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
-        return _REGISTRY[identifier.lower()](**kwargs)
-    raise ValueError(f"Expected a regularizer name in {sorted(_REGISTRY)}, a config dict or a "
-                     f"Regularizer. Received: {identifier!r}")
+    return _REGISTRY.get(identifier, **kwargs)
 
 
 def reference_regularizers():
@@ -164,4 +150,4 @@ def reference_regularizers():
 
 
 def names():
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
