@@ -21,6 +21,24 @@ def linear_classifier(weights, bias=None, input_shape=(2, 2, 1)):
     return model
 
 
+def two_class_model(seed=0, input_shape=(2, 2, 1)):
+    """A random 2-class linear classifier (layer "linear") on small images."""
+    rng = np.random.default_rng(seed)
+    dims = int(np.prod(input_shape))
+    return linear_classifier(rng.normal(size=(dims, 2)), rng.normal(size=2), input_shape)
+
+
+def predicted(model, x):
+    """Labels the model gets right, so `Attack.__call__` never falls back to the clean input."""
+    return np.argmax(model(x).numpy(), -1).astype("int32")
+
+
+def ascent_direction(model, y):
+    """For 2 classes the CE gradient w.r.t. x is p_other * (w_other - w_y): (B, D)."""
+    w = model.get_layer("linear").get_weights()[0]
+    return np.where(y[:, None] == 0, w[:, 1] - w[:, 0], w[:, 0] - w[:, 1])
+
+
 @pytest.fixture(scope="session")
 def mnist_sample():
     """The bundled MNIST sample as float32 arrays: (x_train, y_train, x_test, y_test)."""

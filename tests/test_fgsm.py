@@ -4,25 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import linear_classifier
+from conftest import ascent_direction, predicted, two_class_model
 from tfrobust import attacks
-
-
-def two_class_model(seed=0, input_shape=(2, 2, 1)):
-    rng = np.random.default_rng(seed)
-    dims = int(np.prod(input_shape))
-    return linear_classifier(rng.normal(size=(dims, 2)), rng.normal(size=2), input_shape)
-
-
-def predicted(model, x):
-    # Labels the model gets right, so `Attack.__call__` never falls back to the clean input.
-    return np.argmax(model(x).numpy(), -1).astype("int32")
-
-
-def ascent_direction(model, y):
-    # For 2 classes the CE gradient w.r.t. x is p_other * (w_other - w_y), (B, D).
-    w = model.get_layer("linear").get_weights()[0]
-    return np.where(y[:, None] == 0, w[:, 1] - w[:, 0], w[:, 0] - w[:, 1])
 
 
 def test_linf_fgsm_on_a_linear_model_equals_the_closed_form():

@@ -5,13 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import linear_classifier
+from conftest import two_class_model
 from tfrobust import attacks
-
-
-def two_class_model(seed=0, dims=4):
-    rng = np.random.default_rng(seed)
-    return linear_classifier(rng.normal(size=(dims, 2)), rng.normal(size=2))
 
 
 def test_linf_pgd_on_a_linear_model_equals_the_closed_form():

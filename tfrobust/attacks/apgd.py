@@ -261,15 +261,10 @@ class APGD(Attack):
 
     def get_config(self):
         config = super().get_config()
-        if callable(self.loss):
-            raise ValueError(
-                "Cannot serialise an APGD attack with a custom loss callable. "
-                f"Received: loss={self.loss!r}"
-            )
         config.update(
             num_steps=self.num_steps,
             num_restarts=self.num_restarts,
-            loss=self.loss,
+            loss=self._serialisable_loss(),
             random_start=self.random_start,
         )
         return config

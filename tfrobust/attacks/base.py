@@ -160,6 +160,15 @@ class Attack:
         return tf.convert_to_tensor(x_np), tf.convert_to_tensor(y_np)
 
     # -- configuration -------------------------------------------------------------------
+    def _serialisable_loss(self):
+        """The `loss` entry of the config; a custom callable cannot be written to a file."""
+        if callable(self.loss):
+            raise ValueError(
+                f"Cannot serialise a {type(self).__name__} attack with a custom loss callable. "
+                f"Received: loss={self.loss!r}"
+            )
+        return self.loss
+
     def get_config(self):
         return {
             "epsilon": self.epsilon,

@@ -122,17 +122,12 @@ class PGD(Attack):
 
     def get_config(self):
         config = super().get_config()
-        if callable(self.loss):
-            raise ValueError(
-                "Cannot serialise a PGD attack with a custom loss callable. "
-                f"Received: loss={self.loss!r}"
-            )
         config.update(
             num_steps=self.num_steps,
             step_size=self.step_size,
             num_restarts=self.num_restarts,
             random_start=self.random_start,
-            loss=self.loss,
+            loss=self._serialisable_loss(),
             init_std=self.init_std,
         )
         return config
