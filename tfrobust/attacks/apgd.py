@@ -190,7 +190,7 @@ class APGD(Attack):
                 self._check_logits(logits)  # at trace time, before the loss needs k classes
                 loss = self._objective(logits, y, target, clean_logits)  # (B,)
                 total = tf.reduce_sum(loss)
-            grad = tape.gradient(total, x_adv)
+            grad = tape.gradient(total, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             return loss, grad, self._fooled(logits, y)
 
         x_adv = self._start(x, seed)

@@ -233,7 +233,8 @@ class FAB(Attack):
             logits = logits_fn(x_k)
             gap = (tf.gather(logits, target, batch_dims=1)
                    - tf.gather(logits, y, batch_dims=1))  # (B,) f_t - f_y
-        w = tf.reshape(tape.gradient(gap, x_k), [batch, -1])  # (B, D)
+        w = tf.reshape(tape.gradient(gap, x_k, unconnected_gradients=tf.UnconnectedGradients.ZERO),
+                       [batch, -1])  # (B, D)
         x_k_flat = tf.reshape(x_k, [batch, -1])
         x_flat = tf.reshape(x, [batch, -1])
         # Hyperplane of the linearisation at x_k: w.z + b = 0 with b = gap - w.x_k.

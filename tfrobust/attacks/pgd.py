@@ -85,7 +85,7 @@ class PGD(Attack):
             with tf.GradientTape() as tape:
                 tape.watch(x_adv)
                 loss = tf.reduce_sum(self._objective(logits_fn(x_adv), y, clean_logits))
-            grad = tape.gradient(loss, x_adv)
+            grad = tape.gradient(loss, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             x_adv = x_adv + projections.steepest_ascent_step(grad, self.step_size, self.norm)
             x_adv = projections.project(x_adv, x, self.epsilon, self.norm)
             return i + 1, projections.clip_to_range(x_adv, self.clip_min, self.clip_max)

@@ -6,7 +6,7 @@ import sys
 
 
 def build_parser():
-    from tfrobust.cli import train
+    from tfrobust.cli import evaluate, export, train
 
     parser = argparse.ArgumentParser(
         prog="tfrobust",
@@ -15,6 +15,8 @@ def build_parser():
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     train.add_parser(sub)
+    evaluate.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 

@@ -269,7 +269,7 @@ def run(args):
 
 
 def _train(options, info, train_ds, val_ds, test_ds):
-    from tfrobust.cli.config import provenance
+    from tfrobust.utils.provenance import provenance
 
     model = build_model(options, info)
     print(f"tfrobust train: {options['method']} of {options['model']} on {info.name} "

@@ -1,0 +1,93 @@
+"""`tfrobust evaluate`: a saved model in, report.json and report.png out."""
+
+import json
+
+import keras
+import pytest
+import tensorflow as tf
+
+from tfrobust import attacks, models
+from tfrobust.cli.main import main
+from tfrobust.evaluation import EvaluationReport
+
+
+@pytest.fixture(scope="module")
+def saved_model(mnist_sample, tmp_path_factory):
+    """A small_cnn trained one epoch on 512 digits, saved as a `tfrobust train` run would be."""
+    x_train, y_train, _, _ = mnist_sample
+    keras.utils.set_random_seed(0)
+    model = models.RobustModel(models.small_cnn(input_shape=(28, 28, 1)),
+                               keras.layers.Dense(10), objective="standard",
+                               eval_attack=attacks.PGD(epsilon=0.1, num_steps=5))
+    model.compile(optimizer="adam")
+    model.fit(x_train[:512], y_train[:512], batch_size=128, epochs=1, verbose=0)
+    run = tmp_path_factory.mktemp("run")
+    model.save(run / "model.keras")
+    (run / "config.json").write_text(json.dumps({"options": {"data": "mnist-sample"}}))
+    return run / "model.keras"
+
+
+QUICK = ["--limit", "40", "--attacks", "apgd-ce,square", "--sweep-attacks", "pgd",
+         "--checks", "epsilon_zero,monotone_in_epsilon,deterministic,valid_examples",
+         "--quiet"]
+
+
+def test_evaluate_writes_report_and_plot(saved_model, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["evaluate", str(saved_model), "--report", str(out), *QUICK])
+    printed = capsys.readouterr().out
+    assert code == 0
+    report = EvaluationReport.load(out)
+    # Data from the config.json beside the model; threat model from its evaluation attack.
+    assert report.data["name"] == "mnist-sample" and report.data["split"] == "test"
+    assert report.data["num_examples"] == 40
+    assert report.threat_model == {"norm": "linf", "epsilon": 0.1, "clip_min": 0.0,
+                                   "clip_max": 1.0}
+    assert [a["name"] for a in report.attacks] == ["apgd-ce", "square-5000"]
+    assert report.model["file"] == str(saved_model.resolve())
+    assert [c.name for c in report.checks] == ["epsilon_zero", "monotone_in_epsilon",
+                                               "deterministic", "valid_examples"]
+    assert f"clean accuracy   {100 * report.clean_accuracy:6.2f}%" in printed
+    assert f"robust accuracy  {100 * report.robust_accuracy:6.2f}%" in printed
+    image = tf.io.decode_png(tf.io.read_file(str(out / "report.png"))).numpy()
+    assert image.shape[-1] == 4 and image.shape[0] > 100
+
+    # The finished units are cached: the same command again (with --overwrite) reuses them.
+    code = main(["evaluate", str(saved_model), "--report", str(out), "--overwrite", *QUICK])
+    printed = capsys.readouterr().out
+    assert code == 0 and "resuming" in printed
+    again = EvaluationReport.load(out)
+    assert again.units["computed"] == 0 and again.units["reused"] == report.units["computed"]
+    assert again.robust_accuracy == report.robust_accuracy
+
+
+def test_evaluate_refuses_to_overwrite_and_names_bad_input(saved_model, tmp_path, capsys):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    assert main(["evaluate", str(saved_model), "--report", str(out), *QUICK]) == 1
+    assert "already holds report.json" in capsys.readouterr().err
+    assert (out / "report.json").read_text() == "{}"
+
+    assert main(["evaluate", str(tmp_path / "nope.keras"), "--report", str(tmp_path / "r"),
+                 *QUICK]) == 1
+    assert "nope.keras" in capsys.readouterr().err
+
+    assert main(["evaluate", str(saved_model), "--report", str(tmp_path / "r"),
+                 "--attacks", "pgdd", "--quiet"]) == 1
+    assert "attack='pgdd'" in capsys.readouterr().err
+
+
+def test_strict_exit_status_follows_the_checks(saved_model, tmp_path):
+    """`--strict` exits 3 when a check fails: here a model saved with a softmax on top."""
+    probabilities = keras.Sequential([keras.Input((28, 28, 1)),
+                                      keras.saving.load_model(saved_model),
+                                      keras.layers.Softmax()])
+    probabilities.save(tmp_path / "softmax.keras")
+    quick = ["--limit", "40", "--attacks", "apgd-ce", "--sweep-attacks", "pgd",
+             "--checks", "outputs_are_logits", "--quiet", "--strict", "--epsilon", "0.1"]
+    assert main(["evaluate", str(tmp_path / "softmax.keras"), "--data", "mnist-sample",
+                 "--report", str(tmp_path / "a"), *quick]) == 3
+    assert EvaluationReport.load(tmp_path / "a").check("outputs_are_logits").passed is False
+    assert main(["evaluate", str(saved_model), "--report", str(tmp_path / "b"), *quick]) == 0
+    assert EvaluationReport.load(tmp_path / "b").check("outputs_are_logits").passed is True

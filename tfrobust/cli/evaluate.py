@@ -1,0 +1,109 @@
+"""`tfrobust evaluate`: a robustness report with gradient-masking checks."""
+
+import json
+import os
+import sys
+
+EXIT_CHECKS_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="evaluate robustness: attack ensemble, epsilon sweep and masking checks",
+        description=(
+            "Evaluate a saved model under attack and write DIR/report.json and "
+            "DIR/report.png. Finished batches are cached in DIR/cache: run the same command "
+            "again after an interruption to resume."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. from tfrobust train)")
+    parser.add_argument("--data", help="dataset name or file (default: the one the model was "
+                                       "trained on, from the config.json beside MODEL)")
+    parser.add_argument("--split", default="test", help="split to evaluate on (default test)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    parser.add_argument("--norm", choices=("linf", "l2"),
+                        help="threat model norm (default: the model's evaluation attack's)")
+    parser.add_argument("--epsilon", type=float,
+                        help="threat model radius (default: the model's evaluation attack's)")
+    parser.add_argument("--attacks", default="standard",
+                        help="'standard' (AutoAttack: APGD-CE, APGD-T, FAB-T, Square 5000) or "
+                             "comma-separated attack names (default standard)")
+    parser.add_argument("--sweep-attacks", default="pgd,apgd-dlr",
+                        help="attacks of the epsilon sweep (default pgd,apgd-dlr; pgd is PGD-20)")
+    parser.add_argument("--epsilons",
+                        help="comma-separated sweep budgets (default 0 to 2x epsilon, plus the "
+                             "large epsilon of the check)")
+    parser.add_argument("--checks", default="all",
+                        help="'all', 'none' or comma-separated check names")
+    parser.add_argument("--batch-size", type=int, default=256, help="examples per attack call")
+    parser.add_argument("--seed", type=int, default=0, help="attack seed (default 0)")
+    parser.add_argument("--tolerance", type=float, default=0.02,
+                        help="accuracy slack of checks comparing two attacks (default 0.02)")
+    parser.add_argument("--report", required=True, metavar="DIR",
+                        help="directory for report.json, report.png and the resume cache")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier report in DIR")
+    parser.add_argument("--strict", action="store_true",
+                        help=f"exit with status {EXIT_CHECKS_FAILED} if any check fails")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _default_data(model_path):
+    """The dataset a `tfrobust train` run used, from the config.json beside its model."""
+    config_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    if os.path.isfile(config_path):
+        try:
+            with open(config_path) as handle:
+                return json.load(handle)["options"]["data"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return None
+
+
+def run(args):
+    from tfrobust.evaluation.report import REPORT_FILE
+
+    if not os.path.isfile(args.model):
+        raise FileNotFoundError(f"Expected a saved model file. Received: MODEL {args.model!r}")
+    data = args.data or _default_data(args.model)
+    if data is None:
+        raise ValueError("Expected --data (no config.json beside the model names its dataset). "
+                         "Received: --data not given")
+    if os.path.exists(args.report) and not os.path.isdir(args.report):
+        raise FileExistsError(f"Expected a directory. Received: --report {args.report!r} is a "
+                              "file")
+    if os.path.exists(os.path.join(args.report, REPORT_FILE)) and not args.overwrite:
+        raise FileExistsError(f"Expected a report directory without an earlier report. "
+                              f"Received: --report {args.report!r} already holds {REPORT_FILE}; "
+                              "pass --overwrite to replace it.")
+    checks = {"all": True, "none": False}.get(args.checks, args.checks)
+
+    import tfrobust
+
+    cache_dir = os.path.join(args.report, "cache")
+    found = (sum(name.endswith(".npz") for name in os.listdir(cache_dir))
+             if os.path.isdir(cache_dir) else 0)
+    if found:
+        print(f"tfrobust evaluate: resuming: {found} finished units in {cache_dir}")
+    try:
+        report = tfrobust.evaluate(
+            args.model, data, norm=args.norm, epsilon=args.epsilon, attacks=args.attacks,
+            sweep_attacks=args.sweep_attacks, epsilons=args.epsilons, checks=checks,
+            split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
+            tolerance=args.tolerance, cache_dir=cache_dir, verbose=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print(f"\ntfrobust evaluate: interrupted; finished units are kept in {cache_dir}. "
+              "Run the same command again to resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    paths = report.save(args.report)
+    print(report.summary())
+    print(f"Report written: {', '.join(paths)} ({report.units['computed']} units computed, "
+          f"{report.units['reused']} reused)")
+    if args.strict and not report.passed:
+        return EXIT_CHECKS_FAILED
+    return 0

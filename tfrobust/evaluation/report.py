@@ -1,0 +1,167 @@
+"""`EvaluationReport`: what `tfrobust.evaluate` found, as JSON, a plot and a summary."""
+
+import dataclasses
+import json
+import os
+import tempfile
+
+from tfrobust.evaluation.checks import Check
+
+REPORT_FILE = "report.json"
+PLOT_FILE = "report.png"
+
+
+@dataclasses.dataclass
+class EvaluationReport:
+    """The result of `tfrobust.evaluate`.
+
+    Attributes:
+        model: the model's identity: name, class, parameter count, a SHA-256
+            of its weights, and the file it came from (if any).
+        data: the data's identity: name, split, number of examples, image
+            shape and a SHA-256 of the images and labels.
+        threat_model: `norm`, `epsilon`, `clip_min`, `clip_max`.
+        clean_accuracy: accuracy on the clean inputs.
+        robust_accuracy: accuracy under the per-example worst case over the
+            ensemble's attacks, each run only on the points still robust.
+        attacks: per ensemble member, in order: `name`, `config`,
+            `attacked` (points it ran on), `broken` (points it broke first),
+            `robust_accuracy_after` and `seconds`.
+        broken_by: per example, the name of the attack that broke it first,
+            `"robust"`, or `"misclassified"` (wrong already on the clean input).
+        sweep: `epsilons` and `curves`, one per sweep attack: `name`,
+            `config` (at the evaluation epsilon) and `accuracy` per epsilon.
+        checks: the `Check`s, see `tfrobust.evaluation.checks`.
+        timings: wall-clock seconds per stage.
+        units: `computed` and `reused` (from the cache of an interrupted run).
+        provenance: package versions, commit and platform.
+    """
+
+    model: dict
+    data: dict
+    threat_model: dict
+    clean_accuracy: float
+    robust_accuracy: float
+    attacks: list
+    broken_by: list
+    sweep: dict
+    checks: list
+    timings: dict
+    units: dict
+    provenance: dict
+
+    @property
+    def passed(self):
+        """True if no check failed (skipped checks do not count)."""
+        return all(check.passed is not False for check in self.checks)
+
+    @property
+    def failed_checks(self):
+        return [check for check in self.checks if check.passed is False]
+
+    def check(self, name):
+        """The `Check` called `name`."""
+        for check in self.checks:
+            if check.name == name:
+                return check
+        raise KeyError(f"Expected a check name among {[c.name for c in self.checks]}. "
+                       f"Received: name={name!r}")
+
+    # -- files ----------------------------------------------------------------------------
+    def to_dict(self):
+        out = dataclasses.asdict(self)
+        out["checks"] = [dataclasses.asdict(c) for c in self.checks]
+        out["passed"] = self.passed
+        return out
+
+    @classmethod
+    def from_dict(cls, values):
+        values = dict(values)
+        values.pop("passed", None)
+        values["checks"] = [Check(**c) for c in values["checks"]]
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path):
+        """Read a report written by `save` (a `report.json` or its directory)."""
+        if os.path.isdir(path):
+            path = os.path.join(path, REPORT_FILE)
+        with open(path) as handle:
+            return cls.from_dict(json.load(handle))
+
+    def save(self, directory, plot=True):
+        """Write `directory/report.json` and (with `plot`) `directory/report.png`.
+
+        Each file is written to a temporary name and renamed into place, so a
+        reader never sees half a report.
+
+        Returns:
+            The paths written.
+        """
+        os.makedirs(directory, exist_ok=True)
+        paths = [_atomic_write(os.path.join(directory, REPORT_FILE),
+                               lambda handle: json.dump(self.to_dict(), handle, indent=2),
+                               mode="w")]
+        if plot:
+            from tfrobust.evaluation.plot import plot_report
+
+            figure = plot_report(self)
+            paths.append(_atomic_write(os.path.join(directory, PLOT_FILE),
+                                       lambda handle: figure.savefig(handle, format="png",
+                                                                     dpi=120),
+                                       mode="wb"))
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
+        return paths
+
+    # -- reading -------------------------------------------------------------------------
+    def summary(self):
+        """A readable summary for the terminal."""
+        threat = self.threat_model
+        lines = [
+            f"Model {self.model.get('name')} ({self.model.get('class')}, "
+            f"{self.model.get('parameters', 0):,} parameters) on {self.data.get('name')} "
+            f"{self.data.get('split') or ''} ({self.data['num_examples']} examples), "
+            f"{threat['norm']} epsilon {threat['epsilon']:g}",
+            f"  clean accuracy   {100 * self.clean_accuracy:6.2f}%",
+            f"  robust accuracy  {100 * self.robust_accuracy:6.2f}%  (worst case over "
+            f"{len(self.attacks)} attack{'s' if len(self.attacks) != 1 else ''})",
+        ]
+        for attack in self.attacks:
+            lines.append(f"    after {attack['name']:<14} {100 * attack['robust_accuracy_after']:6.2f}%"
+                         f"  broke {attack['broken']:>5} of {attack['attacked']:>5}  "
+                         f"{attack['seconds']:7.1f} s")
+        epsilons = self.sweep.get("epsilons", [])
+        if epsilons:
+            lines.append("  epsilon sweep    " + " ".join(f"{e:>7.4g}" for e in epsilons))
+            for curve in self.sweep["curves"]:
+                lines.append(f"    {curve['name']:<14} " + " ".join(
+                    f"{100 * a:6.1f}%" for a in curve["accuracy"]))
+        failed = len(self.failed_checks)
+        ran = sum(c.passed is not None for c in self.checks)
+        lines.append(f"  checks: {ran - failed} of {ran} passed"
+                     + (f", {failed} FAILED: the robust accuracy above may be overestimated"
+                        if failed else ""))
+        for check in self.checks:
+            lines.append(f"    {check.status}  {check.name:<20} {check.summary}")
+            if check.passed is False:
+                lines.append(f"          {check.meaning}")
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.summary()
+
+
+def _atomic_write(path, write, mode):
+    directory = os.path.dirname(os.path.abspath(path))
+    handle = tempfile.NamedTemporaryFile(mode=mode, dir=directory, prefix=".tmp-", delete=False)
+    try:
+        with handle:
+            write(handle)
+        os.replace(handle.name, path)
+    except BaseException:
+        if os.path.exists(handle.name):
+            os.remove(handle.name)
+        raise
+    return path
