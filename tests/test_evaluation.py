@@ -46,8 +46,8 @@ def _small_ensemble():
 
 def _evaluate(model, data, **kwargs):
     kwargs.setdefault("sweep_attacks", ("pgd",))
-    return tfrobust.evaluate(model, data, epsilon=EPSILON, attacks=_small_ensemble(),
-                             verbose=False, **kwargs)
+    kwargs.setdefault("attacks", _small_ensemble())
+    return tfrobust.evaluate(model, data, epsilon=EPSILON, verbose=False, **kwargs)
 
 
 def _failed(report):
@@ -130,6 +130,8 @@ def test_honest_pgd_at_model_passes_every_check(trained):
         "pgd", attacks.APGD(epsilon=EPSILON, loss="dlr", num_steps=25)))
     assert report.passed, report.summary()
     assert len(report.checks) == len(tfrobust.evaluation.CHECKS)
+    assert report.check_attacks["pgd-100"]["config"]["num_steps"] == 100
+    assert report.check_attacks["pgd-20x5"]["config"]["num_restarts"] == 5
     # The numbers are consistent with each other.
     assert 0.2 < report.robust_accuracy < report.clean_accuracy
     assert report.robust_accuracy == pytest.approx(report.attacks[-1]["robust_accuracy_after"])
@@ -147,6 +149,9 @@ def test_report_round_trips_through_json_and_png(trained, tmp_path):
     report = _evaluate(robust, data, checks=["epsilon_zero", "valid_examples"])
     paths = report.save(tmp_path)
     assert sorted(os.path.basename(p) for p in paths) == ["report.json", "report.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(os.stat(p).st_mode & 0o777 == 0o666 & ~umask for p in paths)
     loaded = EvaluationReport.load(tmp_path)
     assert loaded.to_dict() == json.loads(json.dumps(report.to_dict()))
     raw = json.loads((tmp_path / "report.json").read_text())
@@ -171,7 +176,8 @@ def test_report_round_trips_through_json_and_png(trained, tmp_path):
 
 def test_interrupted_evaluation_resumes_without_recomputing(trained, tmp_path, monkeypatch):
     _, robust, data = trained
-    options = {"checks": ["epsilon_zero", "more_steps"], "batch_size": 40}
+    options = {"checks": ["epsilon_zero", "single_step"], "batch_size": 40,
+               "attacks": [attacks.APGDCE(epsilon=EPSILON, num_steps=10)]}
     uninterrupted = _evaluate(robust, data, **options)
     total = uninterrupted.units["computed"]
 

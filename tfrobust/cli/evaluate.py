@@ -1,6 +1,7 @@
 """`tfrobust evaluate`: a robustness report with gradient-masking checks."""
 
 import json
+import logging
 import os
 import sys
 
@@ -52,6 +53,11 @@ def add_parser(subparsers):
     return parser
 
 
+class _NoRetracingWarning(logging.Filter):
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def _default_data(model_path):
     """The dataset a `tfrobust train` run used, from the config.json beside its model."""
     config_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
@@ -82,8 +88,13 @@ def run(args):
                               "pass --overwrite to replace it.")
     checks = {"all": True, "none": False}.get(args.checks, args.checks)
 
+    import tensorflow as tf
+
     import tfrobust
 
+    # The sweep compiles one function per attack and epsilon on purpose; TensorFlow's
+    # "triggered tf.function retracing" warning about it would only be noise here.
+    tf.get_logger().addFilter(_NoRetracingWarning())
     cache_dir = os.path.join(args.report, "cache")
     found = (sum(name.endswith(".npz") for name in os.listdir(cache_dir))
              if os.path.isdir(cache_dir) else 0)

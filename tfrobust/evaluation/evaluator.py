@@ -152,7 +152,7 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
 
     # 4. The checks.
     tick = time.perf_counter()
-    results = _run_checks(enabled, runner, model, logits_fn, logits, correct, x, y, base,
+    results, check_attacks = _run_checks(enabled, runner, model, logits_fn, logits, correct, x, y, base,
                           members, ensemble, white_box_members, square_members, curves, grid,
                           eps_large, common, tolerance, clip_min, clip_max)
     timings["checks"] = time.perf_counter() - tick
@@ -185,6 +185,7 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
         broken_by=broken_by,
         sweep={"epsilons": [float(e) for e in grid], "curves": curves},
         checks=results,
+        check_attacks=check_attacks,
         timings={k: round(v, 3) for k, v in timings.items()},
         units={"computed": cache.computed, "reused": cache.reused},
         provenance=provenance(),
@@ -319,10 +320,16 @@ def _run_checks(enabled, runner, model, logits_fn, logits, correct, x, y, base, 
                 ensemble, white_box_members, square_members, curves, grid, eps_large, common,
                 tolerance, clip_min, clip_max):
     results = []
+    used = {}  # the attacks the checks ran, by display name: their configs for the report
+
+    def standalone(attack, **kwargs):
+        used[_label(attack)] = attacks_lib.serialize(attack)
+        return runner.standalone(attack, **kwargs)
+
     robust_accuracy = float(np.mean(ensemble["broken_by"] == -1))
     base_name = _label(base)
     want = enabled.__contains__
-    base_fooled = runner.standalone(base) if any(
+    base_fooled = standalone(base) if any(
         want(c) for c in ("more_steps", "more_restarts", "single_step", "logit_scale",
                           "black_box")) else None
     base_accuracy = runner.accuracy(base_fooled) if base_fooled is not None else None
@@ -351,26 +358,26 @@ def _run_checks(enabled, runner, model, logits_fn, logits, correct, x, y, base, 
             if curves else _skipped("large_epsilon", "no sweep attacks"))
     if want("more_steps"):
         longer = attacks_lib.PGD(num_steps=_MORE * _BASE_STEPS, **common)
-        fooled = runner.standalone(longer)
+        fooled = standalone(longer)
         white_box |= fooled
         results.append(checks_lib.more_steps(base_name, base_accuracy, _label(longer),
                                              runner.accuracy(fooled), tolerance))
     if want("more_restarts"):
         restarts = attacks_lib.PGD(num_steps=_BASE_STEPS, num_restarts=_MORE, **common)
-        fooled = runner.standalone(restarts)
+        fooled = standalone(restarts)
         white_box |= fooled
         results.append(checks_lib.more_restarts(base_name, base_accuracy, _label(restarts),
                                                 runner.accuracy(fooled), tolerance))
     if want("single_step"):
         fgsm = attacks_lib.FGSM(**common)
-        fooled = runner.standalone(fgsm)
+        fooled = standalone(fgsm)
         white_box |= fooled
         results.append(checks_lib.single_step(base_name, base_accuracy, _label(fgsm),
                                               runner.accuracy(fooled), tolerance))
     if want("black_box"):
         square = (members[square_members[0]] if square_members else
                   attacks_lib.Square(num_queries=_CHECK_SQUARE_QUERIES, **common))
-        square_fooled = runner.standalone(square)
+        square_fooled = standalone(square)
         results.append(checks_lib.black_box(runner.accuracy(white_box), _label(square),
                                             runner.accuracy(square_fooled), tolerance))
     if want("logit_scale"):
@@ -379,7 +386,7 @@ def _run_checks(enabled, runner, model, logits_fn, logits, correct, x, y, base, 
         scaled_accuracy = {}
         # Down to a unit spread (at least 10x) and up by at least 10x.
         for scale in (min(0.1, 1.0 / spread), max(10.0, 10.0 / spread)):
-            fooled = runner.standalone(base, logits_fn=_scaled(logits_fn, scale),
+            fooled = standalone(base, logits_fn=_scaled(logits_fn, scale),
                                        tag=f"logits x {scale:.6g}")
             scaled_accuracy[scale] = runner.accuracy(fooled)
         results.append(checks_lib.logit_scale(base_name, robust_accuracy, base_accuracy,
@@ -405,7 +412,7 @@ def _run_checks(enabled, runner, model, logits_fn, logits, correct, x, y, base, 
         results.append(checks_lib.valid_examples(
             violations, sum(c["checked"] for c in runner.validity.values())))
     order = {name: i for i, name in enumerate(CHECKS)}
-    return sorted(results, key=lambda c: order[c.name])
+    return sorted(results, key=lambda c: order[c.name]), used
 
 
 def _scaled(logits_fn, scale):

@@ -32,6 +32,7 @@ class EvaluationReport:
         sweep: `epsilons` and `curves`, one per sweep attack: `name`,
             `config` (at the evaluation epsilon) and `accuracy` per epsilon.
         checks: the `Check`s, see `tfrobust.evaluation.checks`.
+        check_attacks: the configs of the attacks the checks ran, by name.
         timings: wall-clock seconds per stage.
         units: `computed` and `reused` (from the cache of an interrupted run).
         provenance: package versions, commit and platform.
@@ -46,6 +47,7 @@ class EvaluationReport:
     broken_by: list
     sweep: dict
     checks: list
+    check_attacks: dict
     timings: dict
     units: dict
     provenance: dict
@@ -159,6 +161,10 @@ def _atomic_write(path, write, mode):
     try:
         with handle:
             write(handle)
+        # Temporary files are private (0600); a report is as readable as any new file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(handle.name, 0o666 & ~umask)
         os.replace(handle.name, path)
     except BaseException:
         if os.path.exists(handle.name):
