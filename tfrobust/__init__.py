@@ -17,9 +17,10 @@ from tfrobust._backend import check_backend as _check_backend
 _check_backend()
 
 from tfrobust.version import __version__  # noqa: E402
-from tfrobust import attacks, callbacks, data, export, layers, models, objectives  # noqa: E402,F401
+from tfrobust import (attacks, callbacks, data, export, layers, models,  # noqa: E402,F401
+                      objectives, tuning)
 from tfrobust import evaluation  # noqa: E402
 from tfrobust.evaluation import evaluate  # noqa: E402
 
 __all__ = ["__version__", "attacks", "callbacks", "data", "evaluate", "evaluation", "export",
-           "layers", "models", "objectives"]
+           "layers", "models", "objectives", "tuning"]

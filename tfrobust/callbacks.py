@@ -4,7 +4,10 @@ import warnings
 
 import keras
 
+from tfrobust.backup import BackupAndRestore
 from tfrobust.utils import validation
+
+__all__ = ["BackupAndRestore", "CatastrophicOverfittingGuard", "RobustScore"]
 
 
 @keras.saving.register_keras_serializable(package="tfrobust")
@@ -65,3 +68,49 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
 
     def get_config(self):
         return {"monitor": self.monitor, "max_drop": self.max_drop, "min_best": self.min_best}
+
+
+@keras.saving.register_keras_serializable(package="tfrobust")
+class RobustScore(keras.callbacks.Callback):
+    """Log one number that weighs clean against robust validation accuracy.
+
+    At the end of every epoch, adds to the logs
+
+    ```
+    val_robust_score = weight * val_accuracy + (1 - weight) * val_adv_accuracy
+    ```
+
+    so that callbacks after it (`EarlyStopping`, `ModelCheckpoint`, a
+    keras-tuner search with `objective="val_robust_score"`) and the `History`
+    see it. `weight=0` is robust accuracy alone, `weight=1` clean accuracy alone.
+    Put it first in the callback list: callbacks see the logs in list order.
+
+    Args:
+        weight: the weight of clean accuracy, in [0, 1].
+        name: the log entry to write.
+
+    Example:
+
+    >>> model.fit(train, validation_data=val, callbacks=[RobustScore(0.5)])  # doctest: +SKIP
+    """
+
+    def __init__(self, weight=0.5, name="val_robust_score"):
+        super().__init__()
+        self.weight = validation.check_number("weight", weight, minimum=0.0, maximum=1.0)
+        self.name = name
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        missing = [k for k in ("val_accuracy", "val_adv_accuracy") if k not in logs]
+        if missing:
+            raise ValueError(
+                f"Expected the logs to contain val_accuracy and val_adv_accuracy for "
+                f"{self.name}. Received logs with {sorted(logs)}; pass validation_data to fit() "
+                "and give the model an eval_attack."
+            )
+        logs[self.name] = (self.weight * float(logs["val_accuracy"])
+                           + (1.0 - self.weight) * float(logs["val_adv_accuracy"]))
+
+    def get_config(self):
+        return {"weight": self.weight, "name": self.name}

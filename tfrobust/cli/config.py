@@ -43,3 +43,22 @@ def resolve(defaults, file_values, cli_values):
     resolved.update(file_values)
     resolved.update({k: v for k, v in cli_values.items() if v is not None})
     return resolved
+
+
+def check_section(name, table, allowed):
+    """A table of the config file (`[name]` in TOML): its keys must be among `allowed`.
+
+    Returns the table with `-` in keys read as `_` (`None` gives `{}`); raises
+    ValueError naming unknown keys, as `resolve` does for the top level.
+    """
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise ValueError(f"Expected [{name}] to be a table of options. Received: "
+                         f"{name}={table!r}")
+    table = {str(key).replace("-", "_"): value for key, value in table.items()}
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ValueError(f"Expected [{name}] keys among {sorted(allowed)}. Received unknown "
+                         f"keys: {unknown}")
+    return table

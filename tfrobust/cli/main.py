@@ -6,7 +6,7 @@ import sys
 
 
 def build_parser():
-    from tfrobust.cli import evaluate, export, train
+    from tfrobust.cli import evaluate, export, train, tune
 
     parser = argparse.ArgumentParser(
         prog="tfrobust",
@@ -17,6 +17,7 @@ def build_parser():
     train.add_parser(sub)
     evaluate.add_parser(sub)
     export.add_parser(sub)
+    tune.add_parser(sub)
     return parser
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 DEFAULTS = {
@@ -37,15 +38,17 @@ DEFAULTS = {
     "jit_compile": "auto",
     "output": None,             # None: runs/train-<timestamp>
     "overwrite": False,
+    "distribute": "none",       # or "mirrored", "multi-worker" (TF_CONFIG)
+    "backup_every": "epoch",    # or a number of batches: OUTPUT/backup for resuming
 }
 
 METHODS = ("pgd-at", "trades", "alp", "free-at", "fast-at", "standard")
 PRECISIONS = ("float32", "mixed_bfloat16")
-_DEFAULT_BETA = {"trades": 6.0, "alp": 0.5}
+DEFAULT_BETA = {"trades": 6.0, "alp": 0.5}
 HEADS = ("dense", "hypersphere")
 # HE reference defaults (s, m) per framework (SPEC section 2); FastAT and standard
 # training have none in the reference and take PGD-AT's.
-_DEFAULT_HE = {"pgd-at": (15.0, 0.2), "trades": (15.0, 0.2), "alp": (20.0, 0.3),
+DEFAULT_HE = {"pgd-at": (15.0, 0.2), "trades": (15.0, 0.2), "alp": (20.0, 0.3),
                "free-at": (10.0, 0.2), "fast-at": (15.0, 0.2), "standard": (15.0, 0.2)}
 
 
@@ -102,6 +105,12 @@ def add_parser(subparsers):
     parser.add_argument("--output", help="output directory (default runs/train-<timestamp>)")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="replace the artefacts of an earlier run in --output")
+    parser.add_argument("--distribute", choices=("none", "mirrored", "multi-worker"),
+                        help="none (default), mirrored (this machine's devices) or multi-worker "
+                             "(MultiWorkerMirroredStrategy configured by TF_CONFIG)")
+    parser.add_argument("--backup-every",
+                        help="back up to OUTPUT/backup every epoch (default) or every N batches; "
+                             "the same command resumes an interrupted run from its last backup")
     parser.set_defaults(run=run)
     return parser
 
@@ -123,7 +132,7 @@ def resolve_options(args):
     if options["head"] not in HEADS:
         raise ValueError(f"Expected head in {list(HEADS)}. Received: head={options['head']!r}")
     if options["head"] == "hypersphere":
-        default_scale, default_margin = _DEFAULT_HE[options["method"]]
+        default_scale, default_margin = DEFAULT_HE[options["method"]]
         options["scale"] = default_scale if options["scale"] is None else options["scale"]
         options["margin"] = default_margin if options["margin"] is None else options["margin"]
     elif options["scale"] is not None or options["margin"] is not None:
@@ -135,11 +144,39 @@ def resolve_options(args):
         raise ValueError("Expected --adr-weights and --adr-layer only with --adr. Received: "
                          f"adr_weights={options['adr_weights']!r}, "
                          f"adr_layer={options['adr_layer']!r}")
-    if options["beta"] is None and options["method"] in _DEFAULT_BETA:
-        options["beta"] = _DEFAULT_BETA[options["method"]]
+    if options["beta"] is None and options["method"] in DEFAULT_BETA:
+        options["beta"] = DEFAULT_BETA[options["method"]]
+    _check_run_options(options)
     if options["output"] is None:
         options["output"] = os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
     return options
+
+
+# Methods whose training attack is the PGD of --num-steps (FreeAT replays, FastAT takes one step).
+_PGD_METHODS = ("pgd-at", "trades", "alp")
+
+
+def _check_run_options(options):
+    """Numbers that would train nothing, or nothing robust, refused before any work."""
+    from tfrobust.cli import resume
+    from tfrobust.utils import distribution, validation
+
+    if options["distribute"] not in distribution.STRATEGIES:
+        raise ValueError(f"Expected distribute in {list(distribution.STRATEGIES)}. Received: "
+                         f"distribute={options['distribute']!r}")
+    options["backup_every"] = resume.parse_backup_every(options["backup_every"])
+    for key in ("epochs", "batch_size", "eval_num_steps"):
+        validation.check_number(key, options[key], minimum=1, integer=True)
+    validation.check_number("num_steps", options["num_steps"], minimum=0, integer=True)
+    if options["num_steps"] == 0 and options["method"] in _PGD_METHODS:
+        raise ValueError(
+            f"Expected num_steps >= 1 for method {options['method']!r}: with 0 steps the training "
+            f"attack returns its random start. Received: num_steps={options['num_steps']}")
+    if options["step_size"] is not None:
+        validation.check_number("step_size", options["step_size"], minimum=0.0,
+                                strict_minimum=True)
+    validation.check_number("learning_rate", options["learning_rate"], minimum=0.0,
+                            strict_minimum=True)
 
 
 def _check_output(directory, overwrite):
@@ -157,12 +194,12 @@ def _check_output(directory, overwrite):
 
 ADR_TERMS = {"lc": "local-compactness", "gc": "global-compactness", "ls": "local-smoothness",
              "gs": "global-smoothness", "ce": "conditional-entropy"}
-_ADR_REFERENCE = {"lc": 1.0, "gc": 1.0, "ls": 1.0, "gs": 0.0, "ce": 1.0}
+ADR_REFERENCE = {"lc": 1.0, "gc": 1.0, "ls": 1.0, "gs": 0.0, "ce": 1.0}
 
 
 def parse_adr_weights(value):
     """`"lc=1,gc=0.5"` (or a dict) to the full weight table, unnamed terms at the reference."""
-    weights = dict(_ADR_REFERENCE)
+    weights = dict(ADR_REFERENCE)
     if value is None:
         return weights
     if isinstance(value, str):
@@ -249,60 +286,107 @@ def build_model(options, info):
 
 def run(args):
     options = resolve_options(args)
-    import keras
-
-    from tfrobust import data
+    from tfrobust.utils import distribution
 
     _check_output(options["output"], options["overwrite"])
+    multi_worker = options["distribute"] == "multi-worker"
+    task = distribution.cluster_task() if multi_worker else distribution.ClusterTask(
+        "worker", 0, 1, True)
+    # First of all TensorFlow work: a multi-worker strategy starts this process's server.
+    strategy = distribution.strategy(options["distribute"])
+    import keras
+
+    from tfrobust import backup, data
+    from tfrobust.cli import resume
+
+    backup_dir = resume.backup_dir(options["output"], task)
+    resume.check_options(backup_dir, options)
+    state = backup.read_state(backup_dir)
     info = data.info(options["data"])
     train_ds = data.load(options["data"], split="train", batch_size=options["batch_size"],
                          limit=options["limit"], seed=options["seed"])
     val_ds = data.load(options["data"], split="test", batch_size=256, limit=options["val_limit"])
     test_ds = data.load(options["data"], split="test", batch_size=256,
                         limit=options["eval_limit"])
+    if multi_worker:
+        # Batches are global: every worker builds them all and keeps its share.
+        train_ds, val_ds, test_ds = (distribution.shard_by_data(d)
+                                     for d in (train_ds, val_ds, test_ds))
+    # A resumed run's epochs see the shuffle orders of an uninterrupted run's.
+    backup.skip_epochs(train_ds, state["epoch"] if state else 0)
     keras.utils.set_random_seed(options["seed"])
     previous_policy = keras.mixed_precision.global_policy()
     try:
-        return _train(options, info, train_ds, val_ds, test_ds)
+        return _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dir,
+                      state)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(options, info, train_ds, val_ds, test_ds):
-    from tfrobust.utils.provenance import provenance
+def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dir, state):
+    from tfrobust.backup import BackupAndRestore, read_state
+    from tfrobust.cli import resume
 
-    model = build_model(options, info)
+    with strategy.scope():
+        model = build_model(options, info)
+    resumed = f", resuming after epoch {state['epoch']}" if state else ""
     print(f"tfrobust train: {options['method']} of {options['model']} on {info.name} "
           f"({info.image_shape}, {info.num_classes} classes), {options['norm']} epsilon "
-          f"{options['epsilon']:g}, PGD-{options['num_steps']} -> {options['output']}")
+          f"{options['epsilon']:g}, PGD-{options['num_steps']} -> {options['output']}{resumed}")
     started = time.time()
-    callbacks = []
+    # The backup outlives a failure of anything after fit (evaluation, saving).
+    backup = BackupAndRestore(backup_dir, save_freq=options["backup_every"],
+                              delete_checkpoint=False)
+    callbacks = [backup]
     if options["method"] == "fast-at":
         from tfrobust.callbacks import CatastrophicOverfittingGuard
 
-        callbacks.append(CatastrophicOverfittingGuard())
-    history = model.fit(train_ds, validation_data=val_ds, epochs=options["epochs"], verbose=1,
-                        callbacks=callbacks)
+        callbacks.insert(0, CatastrophicOverfittingGuard())  # back up the weights it restores
+    created = [d for d in (options["output"], backup_dir) if not os.path.isdir(d)]
+    resume.write_options(backup_dir, options)
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=options["epochs"], verbose=1,
+                  callbacks=callbacks)
+    except BaseException:
+        if read_state(backup_dir) is None:
+            # Nothing was trained: leave no trace of the run.
+            for directory in reversed(created):
+                shutil.rmtree(directory, ignore_errors=True)
+        raise
     train_seconds = time.time() - started
     print(f"Evaluating on the test split (PGD-{options['eval_num_steps']})...")
     test = model.evaluate(test_ds, return_dict=True, verbose=1)
-
-    out = options["output"]
-    os.makedirs(out, exist_ok=True)
-    model.save(os.path.join(out, "model.keras"))
-    epochs = [
-        {"epoch": i + 1, **{k: float(v[i]) for k, v in history.history.items()}}
-        for i in range(len(history.epoch))
-    ]
-    with open(os.path.join(out, "history.json"), "w") as handle:
-        json.dump({"epochs": epochs, "test": {k: float(v) for k, v in test.items()},
-                   "train_seconds": round(train_seconds, 2)}, handle, indent=2)
-    with open(os.path.join(out, "config.json"), "w") as handle:
-        json.dump({"options": options, "data_info": dataclasses.asdict(info),
-                   "model": model.get_config(), **provenance()},
-                  handle, indent=2, default=str)
+    if task.is_chief:
+        _write_artefacts(options, info, model, backup.history, test, train_seconds,
+                         resumed_after=state["epoch"] if state else 0)
+    shutil.rmtree(backup_dir, ignore_errors=True)
     print(f"Test accuracy: clean {test['accuracy']:.4f}, adversarial "
           f"{test.get('adv_accuracy', float('nan')):.4f} "
           f"(PGD-{options['eval_num_steps']}, {options['norm']} epsilon {options['epsilon']:g}); "
-          f"trained in {train_seconds:.0f} s. Artefacts in {out}")
+          f"trained in {train_seconds:.0f} s. Artefacts in {options['output']}"
+          + ("" if task.is_chief else f" (written by the chief, not this {task.type})"))
     return 0
+
+
+def _write_artefacts(options, info, model, history, test, train_seconds, resumed_after):
+    """model.keras, history.json, config.json, each written whole (renamed into place)."""
+    from tfrobust.cli.resume import write_atomic
+    from tfrobust.utils.provenance import provenance
+
+    out = options["output"]
+    os.makedirs(out, exist_ok=True)
+    write_atomic(os.path.join(out, "model.keras"), model.save)
+    epochs = [{"epoch": i + 1, **logs} for i, logs in enumerate(history)]
+
+    def write_json(value):
+        def write(path):
+            with open(path, "w") as handle:
+                json.dump(value, handle, indent=2, default=str)
+        return write
+
+    write_atomic(os.path.join(out, "history.json"), write_json(
+        {"epochs": epochs, "test": {k: float(v) for k, v in test.items()},
+         "train_seconds": round(train_seconds, 2), "resumed_after_epoch": resumed_after}))
+    write_atomic(os.path.join(out, "config.json"), write_json(
+        {"options": options, "data_info": dataclasses.asdict(info),
+         "model": model.get_config(), **provenance()}))

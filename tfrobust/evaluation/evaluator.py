@@ -450,7 +450,9 @@ def _resolve_model(model):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Expected a saved model file. Received: model={path!r}")
         identity.update(file=os.path.abspath(path), file_sha256=file_digest(path))
-        model = keras.saving.load_model(path)
+        from tfrobust.models import load_model
+
+        model = load_model(path)
     if isinstance(model, keras.Model):
         weights = [np.asarray(w) for w in model.weights]
         identity.update(

@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 
 from tfrobust.export import versions
+from tfrobust.models.loading import load_model
 
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
@@ -210,7 +211,7 @@ def _load(model):
     path = os.fspath(model)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Expected an existing .keras file. Received: model={path!r}")
-    return keras.saving.load_model(path)
+    return load_model(path)  # a clear error for a damaged file
 
 
 def _describe(input_spec, outputs):

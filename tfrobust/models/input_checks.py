@@ -3,7 +3,8 @@
 Two layers: `check_fit_data` looks at values in Python before Keras starts
 (whole NumPy arrays; the first batch of a `tf.data.Dataset`), and
 `check_batch_spec` looks at static shapes and dtypes while `train_step`
-is traced, which costs nothing per step and works under XLA.
+is traced, which costs nothing per step and works under XLA;
+`check_batch_values` refuses non-finite pixels in every batch.
 """
 
 import numpy as np
@@ -36,6 +37,18 @@ def check_batch_spec(x, y):
             f"{tuple(y.shape)} (one-hot labels can be converted with argmax)."
         )
     return tf.cast(x, tf.float32)
+
+
+def check_batch_values(x):
+    """Run-time check that a batch's pixels are finite; returns `x`.
+
+    One NaN pixel makes every weight NaN after one step, so each training and
+    test batch is checked (`check_fit_data` sees only the first batch of a
+    dataset). XLA compiles the check away (`jit_compile=True`, the default on
+    GPU): there only the first batch is checked.
+    """
+    return tf.debugging.check_numerics(
+        x, "Expected finite pixel values. Received: a batch of x with NaN or infinite values")
 
 
 def _first_batch(dataset):
@@ -80,6 +93,26 @@ def check_fit_data(model, x, y, name):
     validation.check_labels(np.asarray(labels), num_classes, name=f"labels of {where}",
                             num_examples=images.shape[0])
     return images.shape[0] if isinstance(x, tf.data.Dataset) else None
+
+
+def check_attack_budgets(model):
+    """Refuse an L2 epsilon beyond the diameter of the image box, which reaches every image.
+
+    (An L-inf epsilon beyond the pixel range is refused by the attack itself.)
+    """
+    shape = tuple(getattr(model.backbone, "input_shape", (None,))[1:])
+    if not shape or any(d is None for d in shape):
+        return
+    for name in ("attack", "eval_attack"):
+        attack = getattr(model, name, None)
+        if attack is None or getattr(attack, "norm", None) != "l2":
+            continue
+        diameter = (attack.clip_max - attack.clip_min) * float(np.sqrt(np.prod(shape)))
+        if attack.epsilon > diameter:
+            raise ValueError(
+                f"Expected the {name}'s epsilon <= {diameter:g}, the L2 diameter of "
+                f"[{attack.clip_min:g}, {attack.clip_max:g}]^{shape}, for the l2 norm. "
+                f"Received: epsilon={attack.epsilon!r}")
 
 
 def _head_width_known(model):

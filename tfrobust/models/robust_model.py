@@ -6,6 +6,7 @@ import tensorflow as tf
 from tfrobust import attacks as attacks_lib
 from tfrobust import objectives as objectives_lib
 from tfrobust.models import input_checks
+from tfrobust.utils import validation
 from tfrobust.utils.device import resolve_jit_compile
 
 _LOGIT_KINDS = ("inference", "attack", "train")
@@ -164,7 +165,7 @@ class RobustModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if y is None:
             raise ValueError("Expected (images, labels) batches. Received: batches without labels.")
-        x = input_checks.check_batch_spec(x, y)
+        x = input_checks.check_batch_values(input_checks.check_batch_spec(x, y))
         y = tf.cast(tf.reshape(y, [-1]), tf.int32)
         return x, y, sample_weight
 
@@ -200,6 +201,10 @@ class RobustModel(keras.Model):
         trackers.append(self.accuracy_tracker)
         if adversarial:
             trackers.append(self.adv_accuracy_tracker)
+        if _multi_worker(tf.distribute.get_strategy()):
+            # Keras 3 averages the logs of the workers with strategy.reduce(..., axis=0),
+            # which needs an axis to reduce (keras-team/keras#20585): give it one.
+            return {t.name: tf.reshape(t.result(), [1]) for t in trackers}
         return {t.name: t.result() for t in trackers}
 
     @property
@@ -237,9 +242,13 @@ class RobustModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        input_checks.check_attack_budgets(self)
+        requested = kwargs.get("batch_size", args[0] if args else None)
+        if requested is not None:
+            validation.check_number("batch_size", requested, minimum=1, integer=True)
         batch_size = input_checks.check_fit_data(self, x, y, "x")
         if batch_size is None:
-            batch_size = kwargs.get("batch_size") or (args[0] if args else None) or 32
+            batch_size = requested or 32
         if self.objective.build(self, batch_size):
             # The objective made new state: the cached train function must see it.
             self.train_function = None
@@ -254,6 +263,24 @@ class RobustModel(keras.Model):
     def evaluate(self, x=None, y=None, *args, **kwargs):
         input_checks.check_fit_data(self, x, y, "x")
         return super().evaluate(x, y, *args, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras' build before `fit`/`evaluate`, made to work across workers.
+
+        Keras 3 learns the shapes of a distributed batch by reducing it with
+        `strategy.reduce`, which `MultiWorkerMirroredStrategy` refuses eagerly
+        ("Attempt to convert a value (PerReplica...) with an unsupported type",
+        keras-team/keras#20585). One replica's share has the shapes it needs.
+        """
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is not None and _multi_worker(strategy):
+            if not all(layer.built for layer in self._flatten_layers()):
+                for _, _, batches in iterator:
+                    data_batch = tf.nest.map_structure(
+                        lambda v: strategy.experimental_local_results(v)[0], next(batches))
+                    break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # -- wrapping an existing classifier -------------------------------------------------
     @classmethod
@@ -322,6 +349,12 @@ class RobustModel(keras.Model):
                     config[key], custom_objects=custom_objects
                 )
         return cls(**config)
+
+
+def _multi_worker(strategy):
+    """Whether `strategy` is a MultiWorkerMirroredStrategy spanning several workers."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
 
 
 def _with_regularizers(objective, regularizers):

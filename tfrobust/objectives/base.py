@@ -85,6 +85,13 @@ class Objective:
         """
         return False
 
+    def state_variables(self):
+        """Variables carried from step to step, which a backup must keep to resume exactly.
+
+        Empty for most frameworks; `tfrobust.backup.BackupAndRestore` saves them.
+        """
+        return []
+
     def craft(self, model, x, y, seed):
         """Adversarial examples for the training loss (no gradient to the weights)."""
         return tf.stop_gradient(model.attack.perturb(model.attack_logits_fn(), x, y, seed))

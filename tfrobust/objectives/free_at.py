@@ -32,9 +32,10 @@ class FreeAT(Objective):
     Cost: one `fit` epoch makes `replays` optimizer updates per batch, each at
     the price of one clean training step, so train for `epochs / replays`
     epochs to match the cost of `epochs` of standard training (the paper's
-    convention). The carried perturbation is not part of the saved model:
-    `BackupAndRestore` resumes with a zero perturbation, which the next
-    replays rebuild.
+    convention). The carried perturbation is not part of the saved model, nor
+    of what `model.save_weights` writes, so Keras' `BackupAndRestore` resumes
+    with a zero perturbation (which the next replays rebuild);
+    `tfrobust.backup.BackupAndRestore` keeps it when training on one device.
 
     Args:
         replays: how many times each minibatch is replayed (4 or 8 in the paper).
@@ -57,6 +58,9 @@ class FreeAT(Objective):
                 aggregation=tf.VariableAggregation.NONE,
             )
         return True
+
+    def state_variables(self):
+        return [] if self._delta is None else [self._delta]
 
     def train_step(self, model, x, y, sample_weight, seed):
         del seed

@@ -1,0 +1,285 @@
+"""The catalogue of bad inputs (docs/bad-inputs.md): each refused with a clear error,
+nothing written and nothing changed.
+
+Rows already asserted elsewhere are listed in the doc with their test and not
+repeated here: 0-255 images, integer images, images without a channel axis,
+labels above the class count, bad validation data (test_robust_model.py);
+negative or too large L-inf epsilon, negative steps, unknown attack names
+(test_pgd.py); unknown dataset names, missing data files, `batch_size=0` in
+`tfrobust.data.load` (test_data.py); unknown objective names
+(test_robust_model.py); unknown config keys, negative epsilon, unknown and
+missing data, an output directory holding a run (test_cli.py).
+"""
+
+import json
+import os
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrobust import attacks, data
+from tfrobust.cli import resume
+from tfrobust.cli.main import main
+from tfrobust.models import RobustModel, load_model
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load_arrays("mnist-sample", "train", limit=64)
+
+
+def tiny_model(attack=None):
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                 keras.layers.Dense(8, activation="relu")])
+    model = RobustModel(backbone, keras.layers.Dense(10),
+                        attack=attack or attacks.PGD(epsilon=0.3, num_steps=2),
+                        eval_attack=False)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    return model
+
+
+def with_value(x, value, index=(3, 5, 5, 0)):
+    x = x.copy()
+    x[index] = value
+    return x
+
+
+def batches(*pairs):
+    """A dataset yielding the given (images, labels) batches in order."""
+    dataset = tf.data.Dataset.from_tensors(pairs[0])
+    for pair in pairs[1:]:
+        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(pair))
+    return dataset
+
+
+# (row, fit call on (model, x, y), exception, what the message must say)
+FIT_ROWS = [
+    ("nan-pixels", lambda m, x, y: m.fit(with_value(x, np.nan), y),
+     ValueError, ["Expected finite pixel values", "x with 1 NaN or infinite values"]),
+    ("infinite-pixels", lambda m, x, y: m.fit(with_value(x, np.inf), y),
+     ValueError, ["Expected finite pixel values", "x with 1 NaN or infinite values"]),
+    ("nan-pixels-first-batch", lambda m, x, y: m.fit(batches((with_value(x, np.nan), y))),
+     ValueError, ["finite pixel values", "x (first batch) with 1 NaN"]),
+    ("one-hot-labels", lambda m, x, y: m.fit(x, np.eye(10, dtype="float32")[y]),
+     ValueError, ["shape (batch,)", "labels of x with shape (64, 10)", "argmax"]),
+    ("negative-labels", lambda m, x, y: m.fit(x, y - 1),
+     ValueError, ["class labels in [0, 9]", "labels of x with values in [-1, 8]"]),
+    ("fractional-labels", lambda m, x, y: m.fit(x, y + 0.5),
+     ValueError, ["integer class labels", "labels of x of dtype float64 with non-integer"]),
+    ("string-labels", lambda m, x, y: m.fit(x, y.astype(str)),
+     ValueError, ["integer class labels", "labels of x of dtype <U"]),
+    ("too-few-labels", lambda m, x, y: m.fit(x, y[:10]),
+     ValueError, ["one label per image (64)", "labels of x with 10 labels"]),
+    ("no-examples", lambda m, x, y: m.fit(x[:0], y[:0]),
+     ValueError, ["at least one image", "x with shape (0, 28, 28, 1)"]),
+    ("empty-first-batch", lambda m, x, y: m.fit(batches((x[:0], y[:0]), (x, y))),
+     ValueError, ["at least one image", "x (first batch) with shape (0, 28, 28, 1)"]),
+    ("empty-dataset", lambda m, x, y: m.fit(tf.data.Dataset.from_tensor_slices((x, y))
+                                            .batch(8).take(0)),
+     ValueError, ["non-empty dataset", "x with no batches"]),
+    ("batch-size-0", lambda m, x, y: m.fit(x, y, batch_size=0),
+     ValueError, ["batch_size >= 1", "batch_size=0"]),
+    ("l2-epsilon-beyond-the-image-box",
+     lambda m, x, y: tiny_model(attacks.PGD(epsilon=30.0, norm="l2")).fit(x, y),
+     ValueError, ["epsilon <= 28, the L2 diameter", "epsilon=30.0"]),
+]
+
+
+@pytest.mark.parametrize("row,call,error,says", FIT_ROWS, ids=[r[0] for r in FIT_ROWS])
+def test_fit_refuses_bad_data_and_trains_nothing(digits, row, call, error, says):
+    x, y = digits
+    model = tiny_model()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(error) as caught:
+        call(model, x, y)
+    message = str(caught.value)
+    print(f"ROW {row} | {type(caught.value).__name__}: {message}")
+    for part in says:
+        assert part in message, (part, message)
+    assert int(model.optimizer.iterations.numpy()) == 0
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_nan_pixels_in_a_later_batch_stop_training_before_they_reach_the_weights(digits):
+    """Only the first batch of a dataset is checked before fit; every batch is checked
+    in train_step (not under XLA, which compiles the check away)."""
+    x, y = digits
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
+    dataset = batches((x[:32], y[:32]), (with_value(x[32:], np.nan, (0, 5, 5, 0)), y[32:]))
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        model.fit(dataset, verbose=0)
+    message = str(caught.value)
+    print("ROW nan-pixels-later-batch | InvalidArgumentError: "
+          + next(line for line in message.splitlines() if "Expected" in line))
+    assert "Expected finite pixel values. Received: a batch of x with NaN" in message
+    # The weights are those the good batch alone gives.
+    alone = tiny_model()
+    alone.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
+    alone.fit(batches((x[:32], y[:32])), verbose=0)
+    for got, want in zip(model.get_weights(), alone.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
+# -- saved models --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, digits):
+    path = tmp_path_factory.mktemp("saved") / "model.keras"
+    model = tiny_model()
+    model.fit(*digits, epochs=1, verbose=0)
+    model.save(path)
+    return path
+
+
+def truncated(saved, path):
+    raw = saved.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def garbage(saved, path):
+    path.write_bytes(b"not a model at all")
+
+
+def flipped(saved, path):
+    """One byte of a stored member changed: the archive is intact, the member's CRC is not."""
+    raw = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as archive:
+        info = max(archive.infolist(), key=lambda i: i.compress_size)
+    # The member's data follows its 30-byte local header, name and extra field.
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    raw[start + info.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage,says", [
+    (truncated, ["not a zip archive", "truncated, corrupted"]),
+    (garbage, ["not a zip archive", "(18 bytes)"]),
+    (flipped, ["damaged member", "the file is corrupted"]),
+])
+def test_a_damaged_keras_file_is_named_with_what_is_wrong(saved, tmp_path, damage, says):
+    path = tmp_path / "model.keras"
+    damage(saved, path)
+    with pytest.raises(ValueError) as caught:
+        load_model(path)
+    message = str(caught.value)
+    print(f"ROW keras-{damage.__name__} | ValueError: {message}")
+    assert f"path={str(path)!r}" in message
+    for part in says:
+        assert part in message, (part, message)
+    # tfrobust export says the same and writes nothing.
+    assert main(["export", str(path), str(tmp_path / "export")]) == 1
+    assert not (tmp_path / "export").exists()
+    with pytest.raises(FileNotFoundError, match="path='.*missing.keras'"):
+        load_model(tmp_path / "missing.keras")
+
+
+def test_an_intact_keras_file_loads(saved, digits):
+    np.testing.assert_array_equal(load_model(saved).predict(digits[0][:4], verbose=0),
+                                  keras.saving.load_model(saved).predict(digits[0][:4],
+                                                                         verbose=0))
+
+
+# -- the command line ----------------------------------------------------------------------
+
+SMALL = ["--limit", "64", "--epochs", "1", "--val-limit", "32", "--eval-limit", "32",
+         "--num-steps", "1", "--eval-num-steps", "1", "--batch-size", "32"]
+
+CLI_ROWS = [
+    ("epsilon-beyond-the-pixel-range", ["--epsilon", "2"], "epsilon=2.0"),
+    ("zero-epochs", ["--epochs", "0"], "epochs=0"),
+    ("zero-batch-size", ["--batch-size", "0"], "batch_size=0"),
+    ("zero-steps", ["--num-steps", "0"], "num_steps=0"),
+    ("zero-evaluation-steps", ["--eval-num-steps", "0"], "eval_num_steps=0"),
+    ("zero-step-size", ["--step-size", "0"], "step_size=0.0"),
+    ("zero-learning-rate", ["--learning-rate", "0"], "learning_rate=0.0"),
+    ("bad-backup-every", ["--backup-every", "0"], "backup_every='0'"),
+    ("multi-worker-without-tf-config", ["--distribute", "multi-worker"], "no TF_CONFIG"),
+]
+
+
+@pytest.mark.parametrize("row,flags,says", CLI_ROWS, ids=[r[0] for r in CLI_ROWS])
+def test_tfrobust_train_refuses_bad_options_and_writes_nothing(tmp_path, capsys, monkeypatch,
+                                                                row, flags, says):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, *flags, "--output", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    print(f"ROW {row} | {err}")
+    assert says in err and "Expected" in err
+    assert not out.exists()
+
+
+def test_unknown_method_in_a_config_file(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text('method = "magic"\n')
+    assert main(["train", "--config", str(config), "--output", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    print(f"ROW unknown-method | {err}")
+    assert "method='magic'" in err and "pgd-at" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_malformed_tf_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}}')
+    assert main(["train", *SMALL, "--distribute", "multi-worker", "--output",
+                 str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    print(f"ROW malformed-tf-config | {err}")
+    assert "Expected TF_CONFIG like" in err and "TF_CONFIG='{\"cluster\"" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_output_path_that_is_a_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.write_text("notes")
+    assert main(["train", *SMALL, "--output", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    print(f"ROW output-is-a-file | {err}")
+    assert f"--output {str(out)!r} is a file" in err
+    assert out.read_text() == "notes"
+
+
+def backup_of(out, **changes):
+    """A backup directory as an interrupted run with SMALL's options (and `changes`) leaves it."""
+    from tfrobust.cli import train
+
+    args = train.add_parser(__import__("argparse").ArgumentParser().add_subparsers()).parse_args(
+        [*SMALL, "--output", str(out)])
+    options = {**train.resolve_options(args), **changes}
+    directory = out / "backup"
+    resume.write_options(str(directory), options)
+    return directory
+
+
+def snapshot(directory):
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_resuming_with_other_options_is_refused_and_keeps_the_backup(tmp_path, capsys):
+    out = tmp_path / "run"
+    directory = backup_of(out, epsilon=0.2)
+    before = snapshot(directory)
+    assert main(["train", *SMALL, "--output", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    print(f"ROW resume-with-other-options | {err}")
+    assert "epsilon=0.3 (the backup has 0.2)" in err and "delete" in err
+    assert snapshot(directory) == before and sorted(os.listdir(out)) == ["backup"]
+
+
+def test_an_unreadable_backup_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "run"
+    directory = backup_of(out)
+    (directory / "state.json").write_text('{"epoch": 1, "weig')   # cut short by hand
+    before = snapshot(directory)
+    assert main(["train", *SMALL, "--output", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    print(f"ROW unreadable-backup | {err}")
+    assert "Expected a readable backup" in err and "state.json" in err
+    assert snapshot(directory) == before
+    json.loads((directory / resume.OPTIONS_FILE).read_text())  # untouched

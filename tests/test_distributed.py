@@ -1,0 +1,120 @@
+"""Two worker processes on 127.0.0.1 train together under MultiWorkerMirroredStrategy."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tfrobust import data
+from tfrobust.utils import distribution
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "scripts", "multi_worker_equivalence.py")
+TIMEOUT = 300
+CASES = ["pgd-at", "pgd-at-he-adr", "trades-he-adr"]
+
+
+def free_ports(count):
+    """Ports the OS had free a moment ago (sockets bound to port 0, then closed)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def tf_config(ports, index):
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def run_workers(argv, logs, count=2):
+    """Run `argv` once per worker with its TF_CONFIG; kill them all if one fails or hangs."""
+    ports = free_ports(count)
+    processes = []
+    try:
+        for index in range(count):
+            log = open(os.path.join(logs, f"worker-{index}.log"), "w")
+            env = dict(os.environ, TF_CONFIG=tf_config(ports, index))
+            processes.append((subprocess.Popen(argv, env=env, stdout=log,
+                                               stderr=subprocess.STDOUT), log))
+        for process, _ in processes:
+            process.wait(timeout=TIMEOUT)
+    finally:
+        for process, log in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.close()
+    for index, (process, _) in enumerate(processes):
+        with open(os.path.join(logs, f"worker-{index}.log")) as handle:
+            assert process.returncode == 0, handle.read()[-3000:]
+
+
+def weights(path):
+    with np.load(path) as arrays:
+        return [arrays[k] for k in sorted((k for k in arrays.files if k.startswith("arr_")),
+                                          key=lambda k: int(k[4:]))], float(arrays["moved"])
+
+
+def test_two_workers_train_exactly_as_one_process_on_the_same_global_batches(tmp_path):
+    multi, single = tmp_path / "multi", tmp_path / "single"
+    multi.mkdir()
+    single.mkdir()
+    run_workers([sys.executable, SCRIPT, "worker", str(multi), *CASES], str(tmp_path))
+    result = subprocess.run([sys.executable, SCRIPT, "single", str(single), *CASES],
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(os.listdir(multi)) == sorted(f"{c}.npz" for c in CASES)  # the chief only
+    for case in CASES:
+        with np.load(multi / f"{case}.npz") as arrays:
+            assert int(arrays["replicas"]) == 2
+        got, moved = weights(multi / f"{case}.npz")
+        want, _ = weights(single / f"{case}.npz")
+        gap = max(float(np.max(np.abs(a - b))) for a, b in zip(got, want))
+        print(f"{case}: max |w_2 workers - w_1 process| = {gap:.3g}, training moved {moved:.3g}")
+        assert moved > 1e-2, case      # training changed the weights
+        assert gap < 1e-5, (case, gap)
+
+
+def test_tfrobust_train_multi_worker_writes_the_artefacts_once(tmp_path):
+    out = tmp_path / "run"
+    run_workers([sys.executable, "-m", "tfrobust.cli.main", "train", "--distribute",
+                 "multi-worker", "--limit", "256", "--epochs", "2", "--batch-size", "64",
+                 "--num-steps", "2", "--eval-num-steps", "2", "--val-limit", "64",
+                 "--eval-limit", "64", "--output", str(out)], str(tmp_path))
+    # Worker 0, the chief, wrote the artefacts; the backups of both are gone.
+    assert sorted(os.listdir(out)) == ["config.json", "history.json", "model.keras"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["distribute"] == "multi-worker"
+    history = json.loads((out / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    # The test split (64 images) was shared by the workers; the saved model
+    # reproduces the accuracy they reported together.
+    model = keras.saving.load_model(out / "model.keras")
+    x, y = data.load_arrays("mnist-sample", "test", limit=64)
+    accuracy = float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
+    assert accuracy == pytest.approx(history["test"]["accuracy"], abs=1e-6)
+    logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
+    assert all("Test accuracy: clean" in log for log in logs)
+
+
+@pytest.mark.parametrize("environ,task", [
+    ({}, ("worker", 0, 1, True)),
+    ({"TF_CONFIG": tf_config([1, 2], 1)}, ("worker", 1, 2, False)),
+    ({"TF_CONFIG": json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:2"]},
+                               "task": {"type": "worker", "index": 0}})}, ("worker", 0, 2, False)),
+    ({"TF_CONFIG": json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:2"]},
+                               "task": {"type": "chief", "index": 0}})}, ("chief", 0, 2, True)),
+])
+def test_the_chief_is_the_chief_task_or_worker_0(environ, task):
+    found = distribution.cluster_task(environ)
+    assert (found.type, found.index, found.num_workers, found.is_chief) == task

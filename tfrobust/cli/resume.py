@@ -1,0 +1,82 @@
+"""What lets `tfrobust train` resume after a crash: the backup's options, artefacts
+written whole.
+
+The backup itself is `tfrobust.backup.BackupAndRestore` (and the shuffle order
+`tfrobust.backup.skip_epochs`); this module holds the command line's side of it.
+"""
+
+import json
+import os
+
+OPTIONS_FILE = "options.json"
+# Options a resumed run may change: where it writes, and how long it trains.
+MAY_CHANGE = ("output", "overwrite", "epochs", "backup_every")
+
+
+def backup_dir(output, task):
+    """Where this process backs up: `OUTPUT/backup` for the chief, a directory per other worker."""
+    if task.is_chief:
+        return os.path.join(output, "backup")
+    return os.path.join(output, f"backup-{task.type}-{task.index}")
+
+
+def parse_backup_every(value):
+    """`"epoch"` (or None) or a whole number of batches >= 1, from a flag or a config file."""
+    if value is None or value == "epoch":
+        return "epoch"
+    try:
+        steps = int(value)
+        if steps != float(value) or steps < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError("Expected backup_every to be 'epoch' or a number of batches >= 1. "
+                         f"Received: backup_every={value!r}") from None
+    return steps
+
+
+def _normal(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def check_options(directory, options):
+    """Refuse to resume a backup made with other options (other than `MAY_CHANGE`)."""
+    path = os.path.join(directory, OPTIONS_FILE)
+    if not os.path.isfile(path):
+        return
+    with open(path) as handle:
+        saved = json.load(handle)
+    differing = [key for key in options if key not in MAY_CHANGE
+                 and _normal(options[key]) != saved.get(key)]
+    if differing:
+        received = ", ".join(f"{k}={options[k]!r} (the backup has {saved.get(k)!r})"
+                             for k in differing)
+        raise ValueError(
+            f"Expected the options of the interrupted run backed up in {directory!r}. "
+            f"Received: {received}. Run it again with its options, or delete {directory!r} "
+            "to start over.")
+
+
+def write_options(directory, options):
+    os.makedirs(directory, exist_ok=True)
+
+    def write(path):
+        with open(path, "w") as handle:
+            json.dump(_normal(options), handle, indent=2)
+
+    write_atomic(os.path.join(directory, OPTIONS_FILE), write)
+
+
+def write_atomic(path, write):
+    """`write(temporary_path)`, then rename it to `path`: readers see the old file or the new.
+
+    The temporary name keeps the file's extension (Keras checks `.keras`); a
+    failed write leaves no temporary file behind.
+    """
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
