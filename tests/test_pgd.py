@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import two_class_model
+from conftest import predicted, two_class_model
 from tfrobust import attacks
 
 
@@ -171,3 +171,17 @@ def test_bad_inputs_are_refused_with_the_argument_named():
         attack(model, np.zeros((2, 2, 2, 1), "float32"), np.array([0]))
     with pytest.raises(ValueError, match="unknown-attack"):
         attacks.get("unknown-attack")
+
+
+def test_unrolled_and_looped_pgd_take_the_same_steps():
+    """Short loops are written out in the graph on CPU (faster); the steps are the same."""
+    model = two_class_model(seed=3)
+    x = np.random.default_rng(0).uniform(0.2, 0.8, size=(16, 2, 2, 1)).astype("float32")
+    y = predicted(model, x)
+    runs = {}
+    for limit in (0, 100):
+        attack = attacks.PGD(epsilon=0.1, num_steps=7, random_start=True, seed=5)
+        attack.unroll_up_to = limit
+        runs[limit] = attack.perturb(model, tf.constant(x), tf.constant(y)).numpy()
+    np.testing.assert_allclose(runs[0], runs[100], atol=1e-6)
+    assert np.abs(runs[0] - x).max() == pytest.approx(0.1, abs=1e-6)

@@ -6,6 +6,7 @@ from tfrobust.attacks import losses as attack_losses
 from tfrobust.attacks import projections
 from tfrobust.attacks.base import Attack, register
 from tfrobust.utils import validation
+from tfrobust.utils.device import default_unroll_steps
 
 
 @register("pgd")
@@ -64,6 +65,10 @@ class PGD(Attack):
         self._loss_fn = attack_losses.get(loss)
         if self.targeted and self.loss == "kl":
             raise ValueError("Expected an untargeted attack for loss='kl'. Received: targeted=True")
+        # Loops of up to this many steps are written out in the graph; None: the measured
+        # per-device default (`tfrobust.utils.device.default_unroll_steps`). Not part of the
+        # config: it changes speed, not results.
+        self.unroll_up_to = None
 
     def _objective(self, logits, y, clean_logits):
         value = self._loss_fn(logits, y, clean_logits=clean_logits)
@@ -90,10 +95,17 @@ class PGD(Attack):
             x_adv = projections.project(x_adv, x, self.epsilon, self.norm)
             return i + 1, projections.clip_to_range(x_adv, self.clip_min, self.clip_max)
 
-        _, x_adv = tf.while_loop(
-            lambda i, _: i < self.num_steps, step, (tf.constant(0), x_adv),
-            maximum_iterations=self.num_steps,
-        )
+        limit = default_unroll_steps() if self.unroll_up_to is None else self.unroll_up_to
+        if self.num_steps <= limit:
+            # The same steps as straight-line graph: faster than a loop on CPU.
+            i = tf.constant(0)
+            for _ in range(self.num_steps):
+                i, x_adv = step(i, x_adv)
+        else:
+            _, x_adv = tf.while_loop(
+                lambda i, _: i < self.num_steps, step, (tf.constant(0), x_adv),
+                maximum_iterations=self.num_steps,
+            )
         return tf.stop_gradient(x_adv)
 
     def perturb(self, model, x, y, seed=None):

@@ -31,3 +31,15 @@ def resolve_jit_compile(jit_compile):
             f"Expected jit_compile to be True, False or 'auto'. Received: jit_compile={jit_compile!r}"
         )
     return jit_compile
+
+
+def default_unroll_steps():
+    """Attack loops of up to this many steps are unrolled into the graph.
+
+    On CPU a short PGD loop written out step by step runs faster than the same
+    steps in a `tf.while_loop` (benchmarks/training.py, "attack loop"; the
+    ratio is in benchmarks/README.md). Longer loops (APGD's 100 steps) stay
+    loops to keep graphs small. On GPU/TPU, where XLA compiles the loop, they
+    stay loops: not measured on this project's CPU-only machines.
+    """
+    return 0 if has_accelerator() else 20
