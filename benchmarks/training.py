@@ -13,7 +13,7 @@ Adam 1e-3, float32, no XLA (the CPU default), in one process:
    the FLOP/s achieved against this machine's measured matrix-multiply peak
    (float32 and bfloat16, in the same run).
 3. Memory: peak resident memory of a PGD-AT epoch and of a clean epoch, each in
-   a fresh subprocess (peak RSS only grows within a process).
+   a fresh subprocess, the peak reset (/proc/self/clear_refs) just before the epoch.
 4. Scaling: seconds per epoch against the number of PGD steps (with a
    least-squares line and its R^2) and against the batch size.
 """
@@ -231,17 +231,23 @@ def matmul_peak(size, repeats):
 
 
 _MEMORY_SCRIPT = """
-import resource, sys, json
+import sys, json
 import keras, tfrobust
 from benchmarks.training import build_robust
+
+def status(field):
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(field)) / 1024
+
 steps, examples = int(sys.argv[1]), int(sys.argv[2])
 data = tfrobust.data.load("mnist-sample", batch_size=128, limit=examples)
 model = build_robust(steps)
 model(next(iter(data))[0][:1])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as handle:
+    handle.write("5")  # reset the peak (VmHWM) to the current resident size
+before = status("VmRSS:")
 model.fit(data, epochs=1, verbose=0)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"before_mb": before / 1024, "peak_mb": after / 1024}))
+print(json.dumps({"before_mb": before, "peak_mb": status("VmHWM:")}))
 """
 
 

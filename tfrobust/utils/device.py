@@ -14,9 +14,9 @@ def has_accelerator():
 def default_jit_compile():
     """Whether tfrobust compiles with XLA when the user leaves it to us.
 
-    On CPU, XLA made PGD adversarial training of `small_cnn` several times
-    slower (benchmarks/xla.py; the ratio is in benchmarks/README.md), so the
-    default is off there. On GPU/TPU we keep Keras' own choice (XLA on), which
+    On CPU, XLA made the training of `small_cnn` slower for every framework
+    (1.04 to 3.19 times per step; benchmarks/xla.py, table in
+    benchmarks/README.md), so the default is off there. On GPU/TPU we keep Keras' own choice (XLA on), which
     this project could not measure on its CPU-only machines.
     """
     return has_accelerator()
