@@ -35,7 +35,7 @@ RUNS = os.path.join(ROOT, "experiments", "runs")
 RESULTS = os.path.join(ROOT, "experiments", "results")
 # The evaluation report (standard AutoAttack, epsilon sweep, checks) runs on the first
 # EVAL_LIMIT test images; PGD-20 and clean accuracy use the config's eval_limit (1,000+).
-EVAL_LIMIT = 200
+EVAL_LIMIT = 100
 SWEEP_ATTACKS = "pgd"
 
 
