@@ -157,3 +157,37 @@ def test_bad_construction_gets_a_clear_error():
     model = _small_model()
     with pytest.raises(ValueError, match="takes no loss"):
         model.compile(optimizer="adam", loss="mse")
+
+
+@pytest.mark.parametrize("method", ["pgd-at", "free-at"])
+def test_train_clean_accuracy_off_drops_the_log_and_changes_no_weight(method):
+    rng = np.random.default_rng(1)
+    w, b = rng.normal(size=(4, 2)), rng.normal(size=2)
+    x = rng.uniform(0.2, 0.8, size=(12, 2, 2, 1)).astype("float32")
+    y = (x.reshape(12, -1).sum(-1) > 2.0).astype("int32")
+    weights, logs = [], []
+    for track in (True, False):
+        model = linear_robust_model(w, b)
+        model = RobustModel(model.backbone, model.head, objective=method,
+                            attack=model.attack, eval_attack=None, train_clean_accuracy=track)
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        history = model.fit(x, y, batch_size=6, epochs=2, shuffle=False, verbose=0,
+                            validation_data=(x, y))
+        weights.append(model.head.get_weights())
+        logs.append(history.history)
+    # The skipped pass is inference only: the same updates to the last bit.
+    for with_log, without_log in zip(*weights):
+        np.testing.assert_array_equal(with_log, without_log)
+    assert "accuracy" in logs[0] and "accuracy" not in logs[1]
+    assert logs[0]["val_accuracy"] == logs[1]["val_accuracy"]
+    assert logs[0]["adv_accuracy"] == logs[1]["adv_accuracy"]
+
+
+def test_train_clean_accuracy_is_saved_and_checked(tmp_path):
+    model = linear_robust_model(np.zeros((4, 2)), np.zeros(2))
+    quiet = RobustModel(model.backbone, model.head, attack=model.attack, eval_attack=False,
+                        train_clean_accuracy=False)
+    restored = RobustModel.from_config(quiet.get_config())
+    assert restored.train_clean_accuracy is False
+    with pytest.raises(TypeError, match="train_clean_accuracy='no'"):
+        RobustModel(model.backbone, model.head, attack=model.attack, train_clean_accuracy="no")

@@ -86,7 +86,8 @@ class FreeAT(Objective):
                                                              attack.norm)
             delta = projections.project(x + delta, x, attack.epsilon, attack.norm) - x
         self._delta.assign(tf.concat([delta, stored[batch:]], 0))
-        clean_logits = tf.stop_gradient(model(x, training=False))
+        clean_logits = (tf.stop_gradient(model(x, training=False))
+                        if getattr(model, "train_clean_accuracy", True) else None)
         adv_logits = tf.stop_gradient(model.head_logits(z_adv, kind="inference"))
         return LossOutput(loss, {}, clean_logits, adv_logits)
 

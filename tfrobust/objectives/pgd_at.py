@@ -31,7 +31,9 @@ class PGDAT(Objective):
         z_adv = model.features(x_adv, training=True)
         adv_train_logits = model.head_logits(z_adv, y, kind="train")
         loss = weighted_mean(sparse_ce(adv_train_logits, y), sample_weight)
-        # Clean accuracy for the logs, outside the gradient: one inference forward pass.
-        clean_logits = tf.stop_gradient(model(x, training=False))
+        # Clean accuracy for the logs, outside the gradient: one inference forward pass,
+        # skipped when the model does not log it.
+        clean_logits = (tf.stop_gradient(model(x, training=False))
+                        if getattr(model, "train_clean_accuracy", True) else None)
         adv_logits = tf.stop_gradient(model.head_logits(z_adv, y, kind="inference"))
         return LossOutput(loss, {}, clean_logits, adv_logits)
