@@ -7,7 +7,9 @@ Adam 1e-3, float32, no XLA (the CPU default), in one process:
 
 1. Abstraction cost: `RobustModel.fit` with PGD-AT (PGD-10) against a minimal
    hand-written `tf.function` PGD-AT step on the same network, data, batch size
-   and optimizer, alternating the two epoch by epoch.
+   and optimizer, alternating them epoch by epoch; `RobustModel.fit` as it
+   comes (logging the clean accuracy of each training batch, one more forward
+   pass) and with `train_clean_accuracy=False` (the same work as the loop).
 2. The floor: one PGD-10 AT step against what it must do, measured separately:
    10 attack passes (forward plus input gradient) plus one training pass; and
    the FLOP/s achieved against this machine's measured matrix-multiply peak
