@@ -47,8 +47,8 @@ class RobustModel(keras.Model):
             `objective=ADR(base, regularizers=...)`.
         train_clean_accuracy: log `accuracy` (clean accuracy of the training
             batches) in `fit`. PGD-AT, FastAT and FreeAT pay one extra
-            inference forward pass per batch for it (about 4% of a PGD-10
-            step, measured in `benchmarks/`); `False` drops that pass and the
+            inference forward pass per batch for it (5% of a PGD-10 AT
+            epoch, measured in `benchmarks/`); `False` drops that pass and the
             `accuracy` training log. Validation logs `val_accuracy` either way.
 
     Example:
