@@ -101,7 +101,9 @@ def run_one(name, seed, eval_limit, overwrite):
         for stale in ("model.keras", "history.json", "config.json"):
             if os.path.exists(os.path.join(out, stale)):
                 os.remove(os.path.join(out, stale))
-        shutil.rmtree(os.path.join(out, "report"), ignore_errors=True)
+        # The report's cache and an interrupted run's backup would otherwise be resumed.
+        for stale in ("report", "backup"):
+            shutil.rmtree(os.path.join(out, stale), ignore_errors=True)
     train_seconds = None
     if not os.path.exists(os.path.join(out, "model.keras")):
         print(f"{name} seed {seed}: training ({rel_out}/log.txt)", flush=True)
