@@ -1,6 +1,6 @@
 """Run experiments: train with `tfrobust train`, evaluate with `tfrobust evaluate`, record.
 
-    python experiments/run.py NAME [NAME ...] [--seeds 0 1 2] [--eval-limit 200]
+    python experiments/run.py NAME [NAME ...] [--seeds 0 1 2] [--eval-limit 500] [--commit]
 
 NAME is a config file `experiments/configs/NAME.toml`: options of `tfrobust train` over its
 documented defaults (`tfrobust train --help`), read exactly as `tfrobust train --config`
@@ -10,7 +10,7 @@ repository root:
     python -m tfrobust train --config experiments/configs/NAME.toml --seed S \\
         --output experiments/runs/NAME-seedS
     python -m tfrobust evaluate experiments/runs/NAME-seedS/model.keras \\
-        --report experiments/runs/NAME-seedS/report --limit EVAL_LIMIT
+        --report experiments/runs/NAME-seedS/report --limit EVAL_LIMIT (500)
 
 and writes `experiments/results/NAME/seedS.json` (the resolved options, package version,
 git commit, timings, the training history, clean and PGD-20 accuracy on the config's
@@ -35,7 +35,7 @@ RUNS = os.path.join(ROOT, "experiments", "runs")
 RESULTS = os.path.join(ROOT, "experiments", "results")
 # The evaluation report (standard AutoAttack, epsilon sweep, checks) runs on the first
 # EVAL_LIMIT test images; PGD-20 and clean accuracy use the config's eval_limit (1,000+).
-EVAL_LIMIT = 100
+EVAL_LIMIT = 500
 SWEEP_ATTACKS = "pgd"
 
 
@@ -155,6 +155,21 @@ def run_one(name, seed, eval_limit, overwrite):
     return result
 
 
+def _commit(name, seed, result):
+    """Commit one experiment's result files (and nothing else that is staged)."""
+    paths = [result, result[:-len(".json")] + ".report.json"]
+    subprocess.check_call(["git", "add", "--", *paths], cwd=ROOT)
+    if subprocess.call(["git", "diff", "--cached", "--quiet", "--", *paths], cwd=ROOT) == 0:
+        return  # already committed
+    with open(result) as handle:
+        record = json.load(handle)
+    e = record["evaluation"]
+    message = (f"experiments: {name} seed {seed}: clean {100 * record['pgd20']['clean']:.1f}, "
+               f"PGD-20 {100 * record['pgd20']['pgd20']:.1f} ({record['pgd20']['examples']} "
+               f"images), AutoAttack {100 * e['autoattack']:.1f} ({e['examples']} images)")
+    subprocess.check_call(["git", "commit", "--quiet", "-m", message, "--", *paths], cwd=ROOT)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="+", metavar="NAME",
@@ -164,6 +179,8 @@ def main(argv=None):
                         help=f"test images of the evaluation report (default {EVAL_LIMIT})")
     parser.add_argument("--overwrite", action="store_true",
                         help="train and evaluate again even if results exist")
+    parser.add_argument("--commit", action="store_true",
+                        help="git-commit each result as it finishes (long queues lose nothing)")
     args = parser.parse_args(argv)
     for name in args.names:
         config_path(name)  # every name checked before any work
@@ -171,7 +188,9 @@ def main(argv=None):
         parser.error(f"Expected --eval-limit >= 1. Received: --eval-limit {args.eval_limit}")
     for seed in args.seeds:
         for name in args.names:
-            run_one(name, seed, args.eval_limit, args.overwrite)
+            result = run_one(name, seed, args.eval_limit, args.overwrite)
+            if args.commit:
+                _commit(name, seed, result)
     return 0
 
 

@@ -12,10 +12,14 @@ from tfrobust.utils.registry import Registry
 def as_logits_fn(model):
     """A function from images to float32 logits, calling Keras models in inference mode.
 
-    `model` may be a Keras model/layer (called with `training=False`) or any
-    callable (used as is: `RobustModel` passes the function whose logits the
-    attack should see, e.g. `s * cos` for a hypersphere head).
+    `model` may be a `RobustModel` (its `logits_fn("evaluation")`, the
+    logits its `LOGIT_USES` gives evaluation attacks), another Keras
+    model/layer (called with `training=False`) or any callable (used as is:
+    `RobustModel` passes its training attacks the function whose logits they
+    should see, `s * cos` for a hypersphere head).
     """
+    if isinstance(model, keras.Layer) and callable(getattr(model, "logits_fn", None)):
+        return model.logits_fn("evaluation")
     if isinstance(model, keras.Layer):
         def logits_fn(x):
             return tf.cast(model(x, training=False), tf.float32)

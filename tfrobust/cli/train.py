@@ -23,7 +23,7 @@ DEFAULTS = {
     "margin": None,             # HE m; None: the reference default of the method
     "adr": False,               # add the ADR regularisers (pgd-at or trades)
     "adr_weights": None,        # e.g. "lc=1,gc=1,ls=1,gs=0,ce=1"; None: the reference weights
-    "adr_layer": None,          # backbone layer to regularise; None: the feature vector
+    "adr_layer": None,          # backbone layer to regularise; None: the backbone's reference latent
     "attack_bn": "inference",   # batch norm mode while crafting training attacks
     "precision": "float32",     # or "mixed_bfloat16"
     "epochs": 5,
@@ -32,6 +32,7 @@ DEFAULTS = {
     "limit": None,              # training examples (None: all)
     "val_limit": 500,           # validation examples scored after every epoch
     "eval_limit": None,         # test examples of the final evaluation (None: all)
+    "dropout": None,            # small_cnn, wide_resnet; None: the builder's default (0.5, 0)
     "depth": 34,                # wide_resnet only
     "width": 10,                # wide_resnet only
     "seed": 0,
@@ -81,7 +82,9 @@ def add_parser(subparsers):
     parser.add_argument("--adr-weights",
                         help="ADR term weights, e.g. lc=1,gc=1,ls=1,gs=0,ce=1 (local/global "
                              "compactness, local/global smoothness, conditional entropy)")
-    parser.add_argument("--adr-layer", help="backbone layer ADR acts on (default: the features)")
+    parser.add_argument("--adr-layer",
+                        help="backbone layer ADR acts on (default: the backbone's reference "
+                             "latent, flatten on small_cnn, features on the ResNets)")
     parser.add_argument("--attack-bn", choices=("inference", "training"),
                         help="batch norm mode while crafting training attacks (default inference)")
     parser.add_argument("--precision", choices=PRECISIONS,
@@ -97,6 +100,9 @@ def add_parser(subparsers):
     parser.add_argument("--limit", type=int, help="use only the first N training examples")
     parser.add_argument("--val-limit", type=int, help="validation examples per epoch (default 500)")
     parser.add_argument("--eval-limit", type=int, help="test examples in the final evaluation")
+    parser.add_argument("--dropout", type=float,
+                        help="dropout rate of small_cnn (after fc1, default 0.5 as in the "
+                             "reference) or wide_resnet (in every block, default 0)")
     parser.add_argument("--depth", type=int, help="wide_resnet depth (default 34)")
     parser.add_argument("--width", type=int, help="wide_resnet width (default 10)")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -140,16 +146,43 @@ def resolve_options(args):
                          f"Received: head={options['head']!r}")
     if options["adr"]:
         options["adr_weights"] = parse_adr_weights(options["adr_weights"])
+        if options["adr_layer"] is None:
+            from tfrobust.models.registry import reference_latent_name
+
+            # Written into config.json, so every result says which tensor ADR read.
+            options["adr_layer"] = reference_latent_name(options["model"])
     elif options["adr_weights"] is not None or options["adr_layer"] is not None:
         raise ValueError("Expected --adr-weights and --adr-layer only with --adr. Received: "
                          f"adr_weights={options['adr_weights']!r}, "
                          f"adr_layer={options['adr_layer']!r}")
+    options["dropout"] = _resolve_dropout(options["model"], options["dropout"])
     if options["beta"] is None and options["method"] in DEFAULT_BETA:
         options["beta"] = DEFAULT_BETA[options["method"]]
     _check_run_options(options)
     if options["output"] is None:
         options["output"] = os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
     return options
+
+
+def _resolve_dropout(model, dropout):
+    """The backbone's dropout rate: the value given, else its builder's default."""
+    import inspect
+
+    from tfrobust.models.registry import BACKBONES, backbone_key
+    from tfrobust.utils import validation
+
+    parameter = inspect.signature(BACKBONES[backbone_key(model)]).parameters.get("dropout")
+    if parameter is None:
+        if dropout not in (None, 0, 0.0):
+            raise ValueError(f"Expected no --dropout with model {model!r}, which has no dropout "
+                             f"layer. Received: dropout={dropout!r}")
+        return None
+    if dropout is None:
+        return parameter.default
+    dropout = validation.check_number("dropout", dropout, minimum=0.0)
+    if dropout >= 1.0:
+        raise ValueError(f"Expected dropout < 1. Received: dropout={dropout!r}")
+    return dropout
 
 
 # Methods whose training attack is the PGD of --num-steps (FreeAT replays, FastAT takes one step).
@@ -255,6 +288,8 @@ def build_model(options, info):
     backbone_kwargs = {}
     if options["model"].replace("-", "_") == "wide_resnet":
         backbone_kwargs = {"depth": options["depth"], "width": options["width"]}
+    if options.get("dropout") is not None:
+        backbone_kwargs["dropout"] = options["dropout"]
     backbone = models.get_backbone(options["model"], info.image_shape, **backbone_kwargs)
     # Logits in float32 whatever the policy: attacks compare them closely.
     if options["head"] == "hypersphere":
@@ -263,7 +298,10 @@ def build_model(options, info):
         head = HypersphereDense(info.num_classes, scale=options["scale"],
                                 margin=options["margin"], name="head", dtype="float32")
     else:
-        head = keras.layers.Dense(info.num_classes, name="head", dtype="float32")
+        # As the backbone's reference initialises its last layer (zero for small_cnn).
+        head = keras.layers.Dense(
+            info.num_classes, name="head", dtype="float32",
+            kernel_initializer=models.registry.head_initializer(options["model"]))
     epsilon = options["epsilon"]
     attack = attacks.PGD(
         epsilon=epsilon, norm=options["norm"], num_steps=options["num_steps"],

@@ -490,15 +490,7 @@ def _threat_model(model, norm, epsilon):
 
 
 def _evaluation_logits(model):
-    """The logits attacks see: a `RobustModel`'s attack logits in inference mode."""
-    from tfrobust.models import RobustModel
-
-    if isinstance(model, RobustModel):
-        def logits_fn(x):
-            features = model.features(x, training=False)
-            return tf.cast(model.head_logits(features, kind="attack"), tf.float32)
-
-        return logits_fn
+    """The logits attacks see: a `RobustModel`'s evaluation logits (`LOGIT_USES`)."""
     return attacks_lib.as_logits_fn(model)
 
 

@@ -119,11 +119,11 @@ def export_saved_model(model, directory, version=None, overwrite=False, allow_un
 
 def serving_outputs(model, images):
     """The signatures' outputs on float32 images in [0, 1]: logits, probabilities, classes."""
-    if hasattr(model, "head_logits") and hasattr(model, "features"):
+    if hasattr(model, "use_logits") and hasattr(model, "features"):
         features = model.features(images, training=False)
-        logits = model.head_logits(features, kind="inference")
-        # The logits the head was trained through, without margin: s * cos for HE.
-        scores = model.head_logits(features, kind="attack")
+        # RobustModel.LOGIT_USES: cos and softmax(s * cos) for a hypersphere head.
+        logits = model.use_logits(features, "evaluation")
+        scores = model.use_logits(features, "serving_probabilities")
     else:
         logits = scores = model(images, training=False)
     logits = tf.cast(logits, tf.float32)

@@ -2,7 +2,11 @@
 
 import keras
 
+from tfrobust.models.latent import declare_reference_latent
 from tfrobust.models.normalization import maybe_normalize
+
+#: The layer ADR reads by default: the pooled features after the final BN-ReLU.
+REFERENCE_LATENT = "features"
 
 # PyTorch BatchNorm2d defaults: its momentum 0.1 weights the new batch
 # statistic, Keras momentum weights the old moving value, so 0.1 becomes 0.9.
@@ -86,8 +90,13 @@ def preact_resnet18(input_shape=(32, 32, 3), mean=None, std=None, name="preact_r
     buffers, so `count_params()` is larger by 7,808.
 
     The classification head is not included: the model outputs the feature
-    vector that a head (`keras.layers.Dense`, or the hypersphere head) and the
-    ADR regularisers read.
+    vector that a head (`keras.layers.Dense`, or the hypersphere head) reads.
+    That vector, the pooled output of the final BatchNorm-ReLU, is also the
+    reference latent ADR reads unless told otherwise (`REFERENCE_LATENT`,
+    the layer `"features"`): the ADR TensorFlow code regularises the vector
+    its logits layer reads, after its final BN, leaky ReLU (0.1) and global
+    average pooling (tuananhbui89/Adversarial-Divergence-Reduction
+    `ADR_tf/model.py`); this network's final activation is a plain ReLU.
 
     Args:
         input_shape: `(height, width, channels)` of images in [0, 1].
@@ -114,5 +123,5 @@ def preact_resnet18(input_shape=(32, 32, 3), mean=None, std=None, name="preact_r
     # Pre-activation blocks end in an addition, so the last block's output
     # is neither normalised nor rectified until this final BN-ReLU.
     x = _bn_relu(x, "final")
-    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
-    return keras.Model(inputs, x, name=name)
+    x = keras.layers.GlobalAveragePooling2D(name=REFERENCE_LATENT)(x)
+    return declare_reference_latent(keras.Model(inputs, x, name=name), REFERENCE_LATENT)

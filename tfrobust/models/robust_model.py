@@ -5,11 +5,22 @@ import tensorflow as tf
 
 from tfrobust import attacks as attacks_lib
 from tfrobust import objectives as objectives_lib
-from tfrobust.models import input_checks
+from tfrobust.models import input_checks, latent
 from tfrobust.utils import validation
 from tfrobust.utils.device import resolve_jit_compile
 
 _LOGIT_KINDS = ("inference", "attack", "train")
+
+#: Which logits each use sees: the one definition, used by training, validation,
+#: `tfrobust.evaluate`, every attack given a RobustModel, and the export. The values are
+#: the head's kinds; for the hypersphere head (SPEC section 2, the HE reference code):
+LOGIT_USES = {
+    "loss": "train",                    # s * (cos - m * onehot(y)): the training loss
+    "training_attack": "attack",        # s * cos: crafting training examples (TRADES too)
+    "evaluation": "inference",          # cos: call(), val_adv_accuracy, tfrobust.evaluate,
+                                        # AutoAttack and every attack, the exported logits
+    "serving_probabilities": "attack",  # s * cos: the exported softmax's temperature
+}
 
 
 @keras.saving.register_keras_serializable(package="tfrobust")
@@ -28,6 +39,12 @@ class RobustModel(keras.Model):
     `logits_for(features, labels, kind)` with kind in
     `"inference" | "attack" | "train"` (the hypersphere head does); an
     ordinary `keras.layers.Dense` gives the same logits for all three.
+    `LOGIT_USES` says once which kind each use sees, and `logits_fn(use)`
+    gives it: evaluation attacks (validation's `val_adv_accuracy`,
+    `tfrobust.evaluate`, any attack called on the model) and the export see
+    the inference logits, `cos` for a hypersphere head, as the HE reference
+    evaluates (its network returns the cosines; the scale enters only in its
+    training loss). Training attacks see `s * cos`.
 
     Args:
         backbone: a Keras model from images to features.
@@ -79,6 +96,10 @@ class RobustModel(keras.Model):
         self.objective = objectives_lib.get(objective)
         if regularizers:
             self.objective = _with_regularizers(self.objective, regularizers)
+        if isinstance(self.objective, objectives_lib.ADR) and self.objective.layer is None:
+            # ADR reads the backbone's reference latent unless told otherwise; the
+            # resolved name is what get_config saves.
+            self.objective = self.objective.with_layer(latent.reference_latent(backbone))
         self.attack = attacks_lib.get(attack) if attack is not None else None
         if self.objective.needs_attack and self.attack is None:
             raise ValueError(
@@ -130,17 +151,35 @@ class RobustModel(keras.Model):
             return self.head.logits_for(features, labels, kind)
         return self.head(features)
 
+    def use_logits(self, features, use, labels=None):
+        """The head's logits on `features` for one use of `LOGIT_USES`."""
+        if use not in LOGIT_USES:
+            raise ValueError(f"Expected use in {tuple(LOGIT_USES)}. Received: use={use!r}")
+        return self.head_logits(features, labels, kind=LOGIT_USES[use])
+
     def call(self, inputs, training=False):
-        return self.head_logits(self.features(inputs, training=training), kind="inference")
+        return self.use_logits(self.features(inputs, training=training), "evaluation")
+
+    def logits_fn(self, use="evaluation"):
+        """A function from images to the float32 logits of one use (`LOGIT_USES`).
+
+        The backbone runs in inference mode, except for `"training_attack"`
+        with `attack_bn="training"`.
+        """
+        if use not in LOGIT_USES or use == "loss":
+            uses = tuple(u for u in LOGIT_USES if u != "loss")
+            raise ValueError(f"Expected use in {uses} (the loss needs labels). Received: "
+                             f"use={use!r}")
+        training = use == "training_attack" and self.attack_bn == "training"
+
+        def logits_fn(x):
+            return tf.cast(self.use_logits(self.features(x, training=training), use), tf.float32)
+
+        return logits_fn
 
     def attack_logits_fn(self):
         """The function the training attack maximises its loss through."""
-        training = self.attack_bn == "training"
-
-        def logits_fn(x):
-            return self.head_logits(self.features(x, training=training), kind="attack")
-
-        return logits_fn
+        return self.logits_fn("training_attack")
 
     @property
     def num_classes(self):
@@ -193,15 +232,16 @@ class RobustModel(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = self._batch(data)
-        logits = self(x, training=False)
+        evaluation_logits = self.logits_fn("evaluation")
+        logits = evaluation_logits(x)
         loss = objectives_lib.base.weighted_mean(
             objectives_lib.base.sparse_ce(logits, y), sample_weight
         )
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(y, logits, sample_weight)
         if self.eval_attack is not None:
-            x_adv = self.eval_attack.perturb(self, x, y, self._seed_generator.next())
-            self.adv_accuracy_tracker.update_state(y, self(x_adv, training=False), sample_weight)
+            x_adv = self.eval_attack.perturb(evaluation_logits, x, y, self._seed_generator.next())
+            self.adv_accuracy_tracker.update_state(y, evaluation_logits(x_adv), sample_weight)
         return self._logs(train=False, adversarial=self.eval_attack is not None)
 
     def _logs(self, train, adversarial):

@@ -2,9 +2,13 @@
 
 import keras
 
+from tfrobust.models.latent import declare_reference_latent
 from tfrobust.models.normalization import maybe_normalize
 from tfrobust.models.preact_resnet import _bn_relu, _conv
 from tfrobust.utils.validation import check_number
+
+#: The layer ADR reads by default: the pooled features after the final BN-ReLU.
+REFERENCE_LATENT = "features"
 
 # The TRADES code draws conv weights from N(0, 2 / (k * k * out_channels)),
 # He et al.'s fan-out initialisation without truncation.
@@ -56,8 +60,13 @@ def wide_resnet(depth=34, width=10, input_shape=(32, 32, 3), mean=None, std=None
     that module's `parameters()` (48,262,586 for WRN-34-10) are larger.
 
     The classification head is not included: the model outputs the feature
-    vector that a head (`keras.layers.Dense`, or the hypersphere head) and the
-    ADR regularisers read.
+    vector that a head (`keras.layers.Dense`, or the hypersphere head) reads.
+    That vector, the pooled output of the final BatchNorm-ReLU, is also the
+    reference latent ADR reads unless told otherwise (`REFERENCE_LATENT`,
+    the layer `"features"`): the ADR TensorFlow code regularises the vector
+    its logits layer reads, after its final BN, leaky ReLU (0.1) and global
+    average pooling (tuananhbui89/Adversarial-Divergence-Reduction
+    `ADR_tf/model.py`); this network's final activation is a plain ReLU.
 
     Args:
         depth: total depth, `6 * n + 4` with `n >= 1` blocks per stage
@@ -104,5 +113,5 @@ def wide_resnet(depth=34, width=10, input_shape=(32, 32, 3), mean=None, std=None
                 x, filters, stride if block == 1 else 1, dropout, f"stage{stage}_block{block}"
             )
     x = _bn_relu(x, "final")
-    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
-    return keras.Model(inputs, x, name=name)
+    x = keras.layers.GlobalAveragePooling2D(name=REFERENCE_LATENT)(x)
+    return declare_reference_latent(keras.Model(inputs, x, name=name), REFERENCE_LATENT)

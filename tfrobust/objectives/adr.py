@@ -20,8 +20,15 @@ class ADR(Objective):
     Robustness by Enforcing Local and Global Compactness", ECCV 2020.
 
     Clean and adversarial batches pass through the network separately, as in
-    the reference code; the regularisers read the activations of `layer`
-    (the backbone's feature vector by default) and the logits:
+    the reference code; the regularisers read the activations of `layer` and
+    the logits. Which layer matters: the reference reads an intermediate
+    latent (on the TRADES SmallCNN the 1,024 flattened convolutional
+    features, not the 200-unit vector the head reads), and ADR applied to
+    the wrong tensor did not train (SPEC section 3). `RobustModel` resolves
+    `layer=None` to the backbone's declared reference latent
+    (`tfrobust.models.reference_latent`: `"flatten"` on `small_cnn`,
+    `"features"` on the ResNets) and saves the resolved name, so a saved
+    model says which tensor ADR read:
 
     ```
     base "pgd-at": loss_i = 0.5 CE(f(x_i), y_i) + 0.5 CE(f(x'_i), y_i) + sum_r w_r R_r(i)
@@ -38,8 +45,11 @@ class ADR(Objective):
         regularizers: a list of `tfrobust.objectives.regularizers` objects,
             names or configs; `None` is the reference configuration (every term
             at weight 1, global smoothness at 0).
-        layer: the name of a backbone layer to regularise instead of the
-            feature vector (its output is flattened).
+        layer: the name of the backbone layer whose output (flattened) the
+            regularisers read. `None`: `RobustModel` sets it to the backbone's
+            reference latent; an ADR objective used on its own, or loaded
+            from a file saved before layers were resolved, reads the
+            backbone's output (the feature vector the head reads).
         beta: the TRADES KL weight (base "trades" only).
         init_std: the TRADES attack's Gaussian start (base "trades" only).
     """
@@ -59,6 +69,10 @@ class ADR(Objective):
             "natural_loss", "robust_loss")
         self.term_names = base_terms + tuple(names)
         self._tap = None
+
+    def with_layer(self, layer):
+        """A copy of this objective that regularises the backbone layer `layer`."""
+        return type(self).from_config({**self.get_config(), "layer": layer})
 
     def build(self, model, batch_size):
         if self.layer is None or self._tap is not None:
@@ -88,7 +102,8 @@ class ADR(Objective):
             z = model.features(x, training=True)
             return z, z
         if self._tap is None:
-            raise RuntimeError("ADR with a layer is built by RobustModel.fit; call fit().")
+            # RobustModel.fit builds it; a direct call (a test, a custom loop) builds it here.
+            self.build(model, None)
         h, z = self._tap(x, training=True)
         return tf.reshape(h, [tf.shape(h)[0], -1]), z
 
