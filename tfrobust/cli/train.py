@@ -33,6 +33,7 @@ DEFAULTS = {
     "val_limit": 500,           # validation examples scored after every epoch
     "eval_limit": None,         # test examples of the final evaluation (None: all)
     "dropout": None,            # small_cnn, wide_resnet; None: the builder's default (0.5, 0)
+    "initialization": None,     # small_cnn: "keras" (default) or "reference"; ResNets: "reference"
     "depth": 34,                # wide_resnet only
     "width": 10,                # wide_resnet only
     "seed": 0,
@@ -103,6 +104,10 @@ def add_parser(subparsers):
     parser.add_argument("--dropout", type=float,
                         help="dropout rate of small_cnn (after fc1, default 0.5 as in the "
                              "reference) or wide_resnet (in every block, default 0)")
+    parser.add_argument("--initialization", choices=("keras", "reference"),
+                        help="small_cnn weights: keras (Glorot, the default) or reference "
+                             "(TRADES' SmallCNN, zero dense head); the ResNets have only their "
+                             "reference initialisation")
     parser.add_argument("--depth", type=int, help="wide_resnet depth (default 34)")
     parser.add_argument("--width", type=int, help="wide_resnet width (default 10)")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -156,6 +161,8 @@ def resolve_options(args):
                          f"adr_weights={options['adr_weights']!r}, "
                          f"adr_layer={options['adr_layer']!r}")
     options["dropout"] = _resolve_dropout(options["model"], options["dropout"])
+    options["initialization"] = _resolve_initialization(options["model"],
+                                                        options["initialization"])
     if options["beta"] is None and options["method"] in DEFAULT_BETA:
         options["beta"] = DEFAULT_BETA[options["method"]]
     _check_run_options(options)
@@ -183,6 +190,19 @@ def _resolve_dropout(model, dropout):
     if dropout >= 1.0:
         raise ValueError(f"Expected dropout < 1. Received: dropout={dropout!r}")
     return dropout
+
+
+def _resolve_initialization(model, initialization):
+    """The backbone's initialisation: the value given, else its default (the first offered)."""
+    from tfrobust.models.registry import initializations
+
+    offered = initializations(model)
+    if initialization is None:
+        return offered[0]
+    if initialization not in offered:
+        raise ValueError(f"Expected initialization in {list(offered)} for model {model!r}. "
+                         f"Received: initialization={initialization!r}")
+    return initialization
 
 
 # Methods whose training attack is the PGD of --num-steps (FreeAT replays, FastAT takes one step).
@@ -290,6 +310,9 @@ def build_model(options, info):
         backbone_kwargs = {"depth": options["depth"], "width": options["width"]}
     if options.get("dropout") is not None:
         backbone_kwargs["dropout"] = options["dropout"]
+    if len(models.registry.initializations(options["model"])) > 1:
+        backbone_kwargs["initialization"] = (options.get("initialization")
+                                             or models.registry.initializations(options["model"])[0])
     backbone = models.get_backbone(options["model"], info.image_shape, **backbone_kwargs)
     # Logits in float32 whatever the policy: attacks compare them closely.
     if options["head"] == "hypersphere":
@@ -298,10 +321,11 @@ def build_model(options, info):
         head = HypersphereDense(info.num_classes, scale=options["scale"],
                                 margin=options["margin"], name="head", dtype="float32")
     else:
-        # As the backbone's reference initialises its last layer (zero for small_cnn).
+        # As the backbone's initialisation has it (zero for the reference small_cnn).
         head = keras.layers.Dense(
             info.num_classes, name="head", dtype="float32",
-            kernel_initializer=models.registry.head_initializer(options["model"]))
+            kernel_initializer=models.registry.head_initializer(options["model"],
+                                                                options.get("initialization")))
     epsilon = options["epsilon"]
     attack = attacks.PGD(
         epsilon=epsilon, norm=options["norm"], num_steps=options["num_steps"],

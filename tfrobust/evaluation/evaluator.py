@@ -45,9 +45,10 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
        gradients; the outputs are logits; the forward pass is deterministic;
        every adversarial example is within epsilon, the range, and finite.
 
-    Attacks see the logits a `RobustModel` attacks with (for a hypersphere
-    head, `s * cos`, not the served cosine); any other Keras model or
-    callable is attacked through its outputs.
+    Attacks see a `RobustModel`'s evaluation logits (`RobustModel.LOGIT_USES`:
+    the cosines for a hypersphere head, what it serves and what its
+    validation attacks; not the training attacks' `s * cos`); any other Keras
+    model or callable is attacked through its outputs.
 
     Args:
         model: a Keras model (a `RobustModel` or a classifier returning

@@ -33,6 +33,12 @@ def reference_latent_name(name):
     return _MODULES[backbone_key(name)][0].REFERENCE_LATENT
 
 
-def head_initializer(name):
-    """The initialiser of a dense head on the backbone called `name`, as its reference has it."""
-    return getattr(_MODULES[backbone_key(name)][0], "HEAD_INITIALIZER", "glorot_uniform")
+def initializations(name):
+    """The initialisations the backbone called `name` offers; the first is its default."""
+    return getattr(_MODULES[backbone_key(name)][0], "INITIALIZATIONS", ("reference",))
+
+
+def head_initializer(name, initialization=None):
+    """The initialiser of a dense head on the backbone `name` with `initialization`."""
+    heads = getattr(_MODULES[backbone_key(name)][0], "HEAD_INITIALIZERS", {})
+    return heads.get(initialization or initializations(name)[0], "glorot_uniform")
