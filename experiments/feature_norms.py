@@ -1,11 +1,12 @@
-"""Feature scale of trained experiment models: why some ADR runs diverge.
+"""Feature scale of trained experiment models: what ADR's latent did.
 
-    python experiments/feature_norms.py [NAME-seedS ...]
+    python experiments/feature_norms.py [NAME-seedS ...] [--runs DIR] [--output FILE]
 
 Loads `experiments/runs/NAME-seedS/model.keras` (all finished MNIST runs by default), feeds
-the first 1,000 MNIST test images and records the mean L2 norm of the feature vector the
-head (and ADR) reads, its mean absolute entry and the share of exactly-zero (dead ReLU)
-entries. Writes experiments/results/feature_norms.json.
+the first 1,000 MNIST test images and records, for the feature vector the head reads and
+for the small_cnn latent ADR reads at its reference (`flatten`), the mean L2 norm, the mean
+absolute entry and the share of exactly-zero (dead ReLU) entries, and for ADR models which
+layer they regularised. Writes experiments/results/feature_norms.json.
 """
 
 import argparse
@@ -22,33 +23,43 @@ OUTPUT = os.path.join(ROOT, "experiments", "results", "feature_norms.json")
 MNIST = os.path.join(ROOT, "..", "shared", "data", "mnist.npz")
 
 
+def _stats(function, images):
+    values = np.concatenate([np.asarray(function(images[i:i + 250]))
+                             for i in range(0, len(images), 250)])
+    return {"mean_l2_norm": float(np.linalg.norm(values, axis=1).mean()),
+            "mean_abs": float(np.abs(values).mean()),
+            "zero_share": float((values == 0).mean())}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", metavar="NAME-seedS")
+    parser.add_argument("--runs-dir", default=RUNS, help="where the runs are (a worktree's)")
+    parser.add_argument("--output", default=OUTPUT)
     args = parser.parse_args(argv)
+    runs_dir = args.runs_dir
     from tfrobust.models import load_model
     from tfrobust.utils.provenance import provenance
 
     names = args.runs or sorted(
         os.path.basename(os.path.dirname(p))
-        for p in glob.glob(os.path.join(RUNS, "mnist_*", "model.keras")))
+        for p in glob.glob(os.path.join(runs_dir, "mnist_*", "model.keras")))
     with np.load(MNIST) as data:
         images = data["x_test"][:1000, ..., None].astype("float32") / 255.0
     rows = {}
     for name in names:
-        model = load_model(os.path.join(RUNS, name, "model.keras"))
-        features = np.concatenate([model.features(images[i:i + 250]).numpy()
-                                   for i in range(0, len(images), 250)])
-        rows[name] = {"mean_l2_norm": float(np.linalg.norm(features, axis=1).mean()),
-                      "mean_abs": float(np.abs(features).mean()),
-                      "zero_share": float((features == 0).mean())}
-        print(f"{name}: mean ||z|| {rows[name]['mean_l2_norm']:.4g}, mean |z_k| "
-              f"{rows[name]['mean_abs']:.4g}, zero entries {rows[name]['zero_share']:.2f}",
-              flush=True)
-    with open(OUTPUT, "w") as handle:
-        json.dump({"images": "first 1,000 MNIST test images", "features": rows,
+        import keras
+
+        model = load_model(os.path.join(runs_dir, name, "model.keras"))
+        latent = keras.Model(model.backbone.inputs, model.backbone.get_layer("flatten").output)
+        rows[name] = {"adr_layer": getattr(model.objective, "layer", None),
+                      "features": _stats(model.features, images),
+                      "flatten": _stats(latent, images)}
+        print(f"{name}: {rows[name]}", flush=True)
+    with open(args.output, "w") as handle:
+        json.dump({"images": "first 1,000 MNIST test images", "runs": rows,
                    **provenance()}, handle, indent=2)
-    print(f"wrote {os.path.relpath(OUTPUT, ROOT)}")
+    print(f"wrote {args.output}")
     return 0
 
 

@@ -21,26 +21,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "experiments", "results")
 README = os.path.join(ROOT, "experiments", "README.md")
 
-FRAMEWORKS = [("standard", "mnist_standard", "mnist_standard_he"),
-              ("PGD-AT", "mnist_pgd_at", "mnist_pgd_at_he"),
-              ("TRADES", "mnist_trades", "mnist_trades_he"),
-              ("ALP", "mnist_alp", "mnist_alp_he"),
-              ("FreeAT", "mnist_free_at", "mnist_free_at_he"),
-              ("FastAT", "mnist_fast_at", "mnist_fast_at_he")]
+SEEDS = [("PGD-AT", "mnist_pgd_at"), ("PGD-AT + HE", "mnist_pgd_at_he"),
+         ("ADR (on PGD-AT)", "mnist_adr")]
 ABLATION = [("PGD-AT (CE(x') only)", "mnist_pgd_at"),
             ("ADR base: 0.5 CE(x) + 0.5 CE(x'), no term", "mnist_adr_base"),
             ("base + local compactness", "mnist_adr_lc"),
             ("base + global compactness", "mnist_adr_gc"),
             ("base + local smoothness", "mnist_adr_ls"),
             ("base + conditional entropy", "mnist_adr_ce"),
-            ("base + all terms except local compactness", "mnist_adr_no_lc"),
             ("ADR, all reference terms", "mnist_adr"),
             ("ADR + HE", "mnist_adr_he")]
-SEEDS = [("PGD-AT", "mnist_pgd_at"), ("PGD-AT + HE", "mnist_pgd_at_he"),
-         ("ADR (on PGD-AT)", "mnist_adr")]
-CIFAR = [("PGD-AT", "cifar10_pgd_at"), ("PGD-AT + HE", "cifar10_pgd_at_he"),
-         ("TRADES", "cifar10_trades"), ("TRADES + HE", "cifar10_trades_he"),
-         ("ADR (on PGD-AT)", "cifar10_adr")]
+FINDINGS = [("ADR at the reference latent (flatten, 1,024)", "mnist_adr"),
+            ("ADR at the 200-unit features layer", "mnist_adr_features"),
+            ("ADR, reference initialisation", "mnist_adr_reference_init"),
+            ("PGD-AT", "mnist_pgd_at"),
+            ("PGD-AT, reference initialisation", "mnist_pgd_at_reference_init"),
+            ("PGD-AT without dropout", "mnist_pgd_at_no_dropout")]
 
 
 def load(name):
@@ -67,37 +63,41 @@ def _cells(record):
             f"{e['seconds']['total'] / 60:.1f}"]
 
 
-HEADER = ["clean (1k)", "PGD-20 (1k)", "clean (100)", "AutoAttack (100)", "failed checks",
+HEADER = ["clean (10k)", "PGD-20 (10k)", "clean (500)", "AutoAttack (500)", "failed checks",
           "train min", "eval min"]
 
 
-def _row(label, name, seed=0):
+def _row(label, name, seed=0, extra=None):
     runs = load(name)
+    width = len(HEADER) + (1 if extra else 0)
     if seed not in runs:
-        return f"| {label} | " + " | ".join(["not run"] + [""] * (len(HEADER) - 1)) + " |"
-    return f"| {label} | " + " | ".join(_cells(runs[seed])) + " |"
+        return f"| {label} | " + " | ".join(["not run"] + [""] * (width - 1)) + " |"
+    cells = _cells(runs[seed]) + ([extra(runs[seed])] if extra else [])
+    return f"| {label} | " + " | ".join(cells) + " |"
 
 
-def _table(first, rows):
-    lines = [f"| {first} | " + " | ".join(HEADER) + " |",
-             "|" + "---|" * (len(HEADER) + 1)]
+def _table(first, rows, extra_header=None):
+    header = HEADER + ([extra_header] if extra_header else [])
+    lines = [f"| {first} | " + " | ".join(header) + " |", "|" + "---|" * (len(header) + 1)]
     return "\n".join(lines + rows)
-
-
-def frameworks_table():
-    rows = []
-    for label, dense, he in FRAMEWORKS:
-        rows.append(_row(label, dense))
-        rows.append(_row(f"{label} + HE", he))
-    return _table("MNIST, seed 0", rows)
 
 
 def ablation_table():
     return _table("MNIST, seed 0", [_row(label, name) for label, name in ABLATION])
 
 
-def cifar_table():
-    return _table("CIFAR-10, seed 0", [_row(label, name) for label, name in CIFAR])
+def _compactness(record):
+    """Local compactness (training mean) after each epoch: how ADR's latent behaved."""
+    values = [epoch.get("local_compactness") for epoch in record["history"]]
+    if any(v is None for v in values):
+        return "-"
+    return ", ".join(f"{v:.3g}" for v in values)
+
+
+def findings_table():
+    return _table("MNIST, seed 0", [_row(label, name, extra=_compactness)
+                                    for label, name in FINDINGS],
+                  extra_header="local compactness, epochs 1-5")
 
 
 def _spread(values):
@@ -110,7 +110,7 @@ def _spread(values):
 
 
 def seeds_table():
-    lines = ["| MNIST | seeds | clean (1k) | PGD-20 (1k) | AutoAttack (100) | AutoAttack per seed |",
+    lines = ["| MNIST | seeds | clean (10k) | PGD-20 (10k) | AutoAttack (500) | AutoAttack per seed |",
              "|---|---|---|---|---|---|"]
     for label, name in SEEDS:
         runs = load(name)
@@ -138,8 +138,28 @@ def seeds_table():
     return "\n".join(lines)
 
 
-TABLES = {"frameworks": frameworks_table, "seeds": seeds_table, "ablation": ablation_table,
-          "cifar10": cifar_table}
+def short_runs_table():
+    path = os.path.join(RESULTS, "adr_short_runs.json")
+    if not os.path.exists(path):
+        return "not run: python experiments/adr_short_runs.py"
+    with open(path) as handle:
+        runs = json.load(handle)
+    lines = ["| bundled sample, 237 updates | objective | initialisation | dropout | optimiser | "
+             "clean (500) | PGD-10 (500) | local compactness | mean abs(latent) | zero share |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, result in runs["results"].items():
+        variant = runs["variants"][name]
+        compactness = result["local_compactness"]
+        lines.append(
+            f"| {name} | {variant['objective']} | {variant['initialization']} | "
+            f"{variant['dropout']} | {variant['optimizer']} | {pct(result['clean'])} | "
+            f"{pct(result['pgd10'])} | {'-' if compactness is None else f'{compactness:.3g}'} | "
+            f"{result['latent_mean_abs']:.3g} | {result['latent_zero_share']:.2f} |")
+    return "\n".join(lines)
+
+
+TABLES = {"seeds": seeds_table, "ablation": ablation_table, "findings": findings_table,
+          "short_runs": short_runs_table}
 _BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- end table -->)", re.S)
 
 

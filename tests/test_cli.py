@@ -126,3 +126,26 @@ def test_adr_with_weights_and_a_layer(tmp_path, capsys):
     assert main(["train", *SMALL, "--adr", "--method", "alp", "--output",
                  str(tmp_path / "bad")]) == 1
     assert "method='alp'" in capsys.readouterr().err
+
+
+def test_adr_layer_dropout_and_initialization_are_resolved_into_config_json(tmp_path, capsys):
+    out = str(tmp_path / "adr")
+    assert main(["train", *SMALL, "--adr", "--dropout", "0", "--initialization", "reference",
+                 "--output", out]) == 0
+    config = json.load(open(os.path.join(out, "config.json")))
+    options = config["options"]
+    # The tensor ADR read, resolved from the backbone's declaration, not left as None.
+    assert options["adr_layer"] == "flatten"
+    assert config["model"]["objective"]["config"]["layer"] == "flatten"
+    assert (options["dropout"], options["initialization"]) == (0.0, "reference")
+    layers = [layer["config"]["name"] for layer in config["model"]["backbone"]["config"]["layers"]]
+    assert "dropout" not in layers and "flatten" in layers
+    head = config["model"]["head"]["config"]["kernel_initializer"]
+    assert head["class_name"] == "Zeros"  # the reference's zero last layer
+    for flags, expected in ((["--dropout", "1.5"], "dropout=1.5"),
+                            (["--model", "preact_resnet18", "--dropout", "0.2"], "no dropout"),
+                            (["--model", "preact_resnet18", "--initialization", "keras"],
+                             "initialization='keras'")):
+        assert main(["train", *SMALL, *flags, "--output", str(tmp_path / "bad")]) == 1
+        assert expected in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "bad")

@@ -26,24 +26,36 @@ def _module(name):
     return module
 
 
-RESULTS = sorted(p for p in glob.glob(os.path.join(EXPERIMENTS, "results", "*", "seed*.json"))
-                 if not p.endswith(".report.json"))
+SUPERSEDED = os.path.join(EXPERIMENTS, "superseded", "one-epoch")
+
+
+def _results(directory):
+    return sorted(p for p in glob.glob(os.path.join(directory, "results", "*", "seed*.json"))
+                  if not p.endswith(".report.json"))
+
+
+# (result, its config directory, report images, PGD-20 images at least): the 5-epoch results,
+# and the one-epoch results they superseded (kept with their own configs).
+RESULTS = ([(p, EXPERIMENTS, 500, 10000) for p in _results(EXPERIMENTS)]
+           + [(p, SUPERSEDED, 100, 1000) for p in _results(SUPERSEDED)])
 
 
 def test_readme_tables_are_the_committed_results():
     tables = _module("tables")
     with open(tables.README) as handle:
         text = handle.read()
-    assert "<!-- table:frameworks -->" in text and "<!-- table:seeds -->" in text
+    for name in ("seeds", "ablation", "findings"):
+        assert f"<!-- table:{name} -->" in text
     assert tables.render_readme(text) == text, "run python experiments/tables.py --write"
 
 
-@pytest.mark.parametrize("path", RESULTS, ids=[os.path.relpath(p, EXPERIMENTS) for p in RESULTS])
-def test_every_result_matches_its_config_and_report(path):
+@pytest.mark.parametrize("path,directory,report_images,pgd_images", RESULTS,
+                         ids=[os.path.relpath(r[0], EXPERIMENTS) for r in RESULTS])
+def test_every_result_matches_its_config_and_report(path, directory, report_images, pgd_images):
     with open(path) as handle:
         record = json.load(handle)
     name = os.path.basename(os.path.dirname(path))
-    with open(os.path.join(EXPERIMENTS, "configs", f"{name}.toml"), "rb") as handle:
+    with open(os.path.join(directory, "configs", f"{name}.toml"), "rb") as handle:
         config = tomllib.load(handle)
     # The run used exactly the committed config (flags only add the seed and output).
     for key, value in config.items():
@@ -58,9 +70,20 @@ def test_every_result_matches_its_config_and_report(path):
     evaluation = record["evaluation"]
     assert evaluation["autoattack"] == report["robust_accuracy"]
     assert evaluation["clean"] == report["clean_accuracy"]
-    assert evaluation["examples"] == report["data"]["num_examples"] == 100
+    assert evaluation["examples"] == report["data"]["num_examples"] == report_images
     # AutoAttack's worst case never exceeds the clean accuracy or any single attack's.
     assert evaluation["autoattack"] <= min(evaluation["after_each_attack"].values()) + 1e-9
     assert evaluation["autoattack"] <= evaluation["clean"]
-    assert record["pgd20"]["examples"] == config["eval_limit"] >= 1000
+    assert record["pgd20"]["examples"] == config["eval_limit"] >= pgd_images
     assert 0.0 <= record["pgd20"]["pgd20"] <= record["pgd20"]["clean"] <= 1.0
+
+
+def test_the_5_epoch_results_record_which_tensor_adr_read():
+    for path, directory, _, _ in RESULTS:
+        if directory != EXPERIMENTS:
+            continue
+        with open(path) as handle:
+            options = json.load(handle)["options"]
+        if options["adr"]:
+            assert options["adr_layer"] in ("flatten", "features"), path
+            assert options["initialization"] in ("keras", "reference"), path

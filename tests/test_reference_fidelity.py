@@ -208,23 +208,39 @@ def test_every_evaluation_path_attacks_the_cosines(he_model):
 
 
 # -- ADR at the reference latent learns ------------------------------------------------------
-@pytest.mark.slow
-def test_adr_at_the_reference_latent_learns_as_pgd_at_does(mnist_sample):
-    """Same short run (PGD-AT, eps 0.3, 64 updates on the sample): ADR keeps up with PGD-AT."""
+def _short_run(mnist_sample, objective, initialization):
+    """64 updates of batch 128 (PGD-5 at L-inf 0.3, Adam 1e-3) on the bundled sample.
+
+    Returns clean and PGD-10 accuracy on 500 test digits, and the last local compactness.
+    """
     x, y, x_test, y_test = mnist_sample
     x_test, y_test = x_test[:500], y_test[:500].astype("int32")
-    scores = {}
-    for name, objective in (("pgd-at", "pgd-at"), ("adr", "adr")):
-        keras.utils.set_random_seed(0)
-        attack = attacks.PGD(epsilon=0.3, num_steps=5, step_size=0.1)
-        model = RobustModel(small_cnn(), keras.layers.Dense(10, kernel_initializer="zeros"),
-                            objective=objective, attack=attack, eval_attack=False)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        model.fit(x[:4096], y[:4096], batch_size=128, epochs=2, verbose=0)
-        x_adv = attacks.PGD(epsilon=0.3, num_steps=10, step_size=0.075).perturb(
-            model, x_test, y_test, tf.constant([1, 2]))
-        scores[name] = (np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test),
-                        np.mean(np.argmax(model.predict(x_adv, verbose=0), -1) == y_test))
-    print(scores)
-    assert scores["adr"][0] >= scores["pgd-at"][0] - 0.05
-    assert scores["adr"][1] >= scores["pgd-at"][1] - 0.05
+    keras.utils.set_random_seed(0)
+    options = dict(train_cli.DEFAULTS, method="pgd-at", adr=objective == "adr",
+                   initialization=initialization, num_steps=5, step_size=0.1, dropout=0.5)
+    if objective == "adr":
+        options["adr_weights"] = train_cli.parse_adr_weights(None)
+    info = tfrobust.data.DatasetInfo("mnist-sample", (28, 28, 1), 10, "arrays")
+    model = train_cli.build_model(options, info)
+    history = model.fit(x[:4096], y[:4096], batch_size=128, epochs=2, verbose=0).history
+    x_adv = attacks.PGD(epsilon=0.3, num_steps=10, step_size=0.075).perturb(
+        model, x_test, y_test, tf.constant([1, 2]))
+    clean = np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test)
+    robust = np.mean(np.argmax(model.predict(x_adv, verbose=0), -1) == y_test)
+    return clean, robust, history.get("local_compactness", [None])[-1]
+
+
+@pytest.mark.slow
+def test_adr_at_the_reference_latent_learns_as_pgd_at_does(mnist_sample):
+    """The same short run: ADR (the default layer, reference weights) keeps up with PGD-AT.
+
+    With small_cnn's reference initialisation instead, ADR's latent diverges on this run
+    (why Keras' initialisation is the default, see `small_cnn`).
+    """
+    pgd_clean, pgd_robust, _ = _short_run(mnist_sample, "pgd-at", "keras")
+    adr_clean, adr_robust, adr_compactness = _short_run(mnist_sample, "adr", "keras")
+    assert pgd_clean > 0.3  # PGD-AT has left chance (0.13 on these digits)
+    assert adr_clean >= pgd_clean - 0.1 and adr_robust >= pgd_robust - 0.1
+    assert adr_compactness < 2.0
+    ref_clean, _, ref_compactness = _short_run(mnist_sample, "adr", "reference")
+    assert ref_clean < 0.3 and ref_compactness > 10 * adr_compactness
