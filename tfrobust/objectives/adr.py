@@ -23,8 +23,9 @@ class ADR(Objective):
     the reference code; the regularisers read the activations of `layer` and
     the logits. Which layer matters: the reference reads an intermediate
     latent (on the TRADES SmallCNN the 1,024 flattened convolutional
-    features, not the 200-unit vector the head reads), and ADR applied to
-    the wrong tensor did not train (SPEC section 3). `RobustModel` resolves
+    features, not the 200-unit vector the head reads); on `small_cnn`
+    without dropout, ADR applied to the 200-unit vector did not train
+    (SPEC section 3, experiments/README.md). `RobustModel` resolves
     `layer=None` to the backbone's declared reference latent
     (`tfrobust.models.reference_latent`: `"flatten"` on `small_cnn`,
     `"features"` on the ResNets) and saves the resolved name, so a saved
