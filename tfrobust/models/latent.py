@@ -4,9 +4,10 @@ The ADR regularisers (Bui et al. 2020) act on an intermediate representation
 whose choice decides whether training works at all: on the TRADES SmallCNN
 the reference reads the flattened convolutional features (1,024 values),
 and ADR applied to the 200-unit output of the fully connected layers instead
-collapsed on the network without dropout (SPEC section 3). A backbone builder therefore declares which of
-its layers is the reference latent; `RobustModel` resolves an ADR objective
-without a `layer` to it, and saves the resolved name in its config.
+collapsed on the network without dropout (SPEC section 3). A backbone builder
+therefore declares which of its layers is the reference latent; `RobustModel`
+resolves an ADR objective without a `layer` to it, and saves the resolved
+name in its config.
 """
 
 _ATTRIBUTE = "reference_latent"

@@ -66,7 +66,8 @@ def small_cnn(input_shape=(28, 28, 1), mean=None, std=None, dropout=0.5, initial
       PyTorch reference's own optimiser (SGD 0.01, momentum 0.9: the latent
       overflowed), where the Keras initialisation trained (96.4% clean,
       64.8% PGD-10, local compactness 0.16).
-      PGD-AT trains with either. experiments/README.md has the full-scale rows.
+      PGD-AT trains with either (on that run). The full-scale rows with the
+      reference initialisation are queued in experiments/lanes.sh.
 
     The reference latent (`REFERENCE_LATENT`, the layer ADR reads unless told
     otherwise) is `"flatten"`: the flattened output of the last pooling

@@ -60,13 +60,9 @@ def wide_resnet(depth=34, width=10, input_shape=(32, 32, 3), mean=None, std=None
     that module's `parameters()` (48,262,586 for WRN-34-10) are larger.
 
     The classification head is not included: the model outputs the feature
-    vector that a head (`keras.layers.Dense`, or the hypersphere head) reads.
-    That vector, the pooled output of the final BatchNorm-ReLU, is also the
-    reference latent ADR reads unless told otherwise (`REFERENCE_LATENT`,
-    the layer `"features"`): the ADR TensorFlow code regularises the vector
-    its logits layer reads, after its final BN, leaky ReLU (0.1) and global
-    average pooling (tuananhbui89/Adversarial-Divergence-Reduction
-    `ADR_tf/model.py`); this network's final activation is a plain ReLU.
+    vector that a head (`keras.layers.Dense`, or the hypersphere head) reads,
+    which is also ADR's reference latent (`REFERENCE_LATENT`, `"features"`),
+    as for `preact_resnet18`, whose docstring names the reference.
 
     Args:
         depth: total depth, `6 * n + 4` with `n >= 1` blocks per stage
