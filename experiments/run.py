@@ -22,6 +22,7 @@ and the evaluation from its cache; finished results are skipped unless --overwri
 """
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -156,7 +157,19 @@ def run_one(name, seed, eval_limit, overwrite):
 
 
 def _commit(name, seed, result):
-    """Commit one experiment's result files (and nothing else that is staged)."""
+    """Commit one experiment's result files (and nothing else that is staged).
+
+    Two lanes share one worktree's git index, so the commit holds an exclusive lock on a file
+    in `experiments/runs/`: without it, two lanes starting together both found their first
+    results done and raced for `index.lock`, and one lane died.
+    """
+    os.makedirs(RUNS, exist_ok=True)
+    with open(os.path.join(RUNS, ".commit.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        _commit_locked(name, seed, result)
+
+
+def _commit_locked(name, seed, result):
     paths = [result, result[:-len(".json")] + ".report.json"]
     subprocess.check_call(["git", "add", "--", *paths], cwd=ROOT)
     if subprocess.call(["git", "diff", "--cached", "--quiet", "--", *paths], cwd=ROOT) == 0:

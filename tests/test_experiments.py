@@ -87,3 +87,45 @@ def test_the_5_epoch_results_record_which_tensor_adr_read():
         if options["adr"]:
             assert options["adr_layer"] in ("flatten", "features"), path
             assert options["initialization"] in ("keras", "reference"), path
+
+
+def test_two_lanes_committing_at_once_both_land(tmp_path, monkeypatch):
+    """`run.py --commit` from two lanes at the same moment: both results committed, no lock error."""
+    import subprocess
+    import threading
+
+    run = _module("run")
+    monkeypatch.setattr(run, "ROOT", str(tmp_path))
+    monkeypatch.setattr(run, "RUNS", str(tmp_path / "runs"))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.check_call(["git", "init", "--quiet", str(tmp_path)])
+    subprocess.check_call([*git, "commit", "--quiet", "--allow-empty", "-m", "start"], cwd=tmp_path)
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "t")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "t@t")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "t")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "t@t")
+    results, errors = [], []
+    for name in ("a", "b", "c", "d"):
+        result = tmp_path / f"{name}.json"
+        result.write_text(json.dumps({"pgd20": {"clean": 0.9, "pgd20": 0.8, "examples": 10},
+                                      "evaluation": {"autoattack": 0.7, "examples": 5}}))
+        (tmp_path / f"{name}.report.json").write_text("{}")
+        results.append((name, str(result)))
+
+    def lane(name, result):
+        try:
+            run._commit(name, 0, result)
+        except Exception as error:  # noqa: BLE001 - the assertion below reports it
+            errors.append(error)
+
+    threads = [threading.Thread(target=lane, args=item) for item in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    log = subprocess.check_output(["git", "log", "--format=%s"], cwd=tmp_path, text=True)
+    assert sorted(line.split(":")[1].strip() for line in log.splitlines()[:-1]) == [
+        "a seed 0", "b seed 0", "c seed 0", "d seed 0"]
+    assert subprocess.check_output(["git", "status", "--porcelain", "--", "*.json"],
+                                   cwd=tmp_path, text=True) == ""
