@@ -38,19 +38,18 @@ def run_variant(objective, initialization, dropout, optimizer, updates, data):
     import keras
     import tensorflow as tf
 
-    from tfrobust import attacks, data as data_lib
-    from tfrobust.cli import train
+    from tfrobust import attacks, recipe
+    from tfrobust.objectives import regularizers
+    from tfrobust import data as data_lib
 
     x, y, x_test, y_test = data
     keras.utils.set_random_seed(0)
-    options = dict(train.DEFAULTS, method="pgd-at", adr=objective == "adr", num_steps=5,
+    options = dict(recipe.defaults(), method="pgd-at", adr=objective == "adr", num_steps=5,
                    step_size=0.1, initialization=initialization, dropout=dropout)
-    if objective == "adr":
-        weights = 0.5 if optimizer == "sgd" else None
-        options["adr_weights"] = train.parse_adr_weights(
-            None if weights is None else {k: weights for k in train.ADR_TERMS})
+    if objective == "adr" and optimizer == "sgd":
+        options["adr_weights"] = {k: 0.5 for k in regularizers.short_names()}
     info = data_lib.DatasetInfo("mnist-sample", (28, 28, 1), 10, "arrays")
-    model = train.build_model(options, info)
+    model = recipe.build_model(recipe.resolve(options), info)
     if optimizer == "sgd":
         model.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.9))
     batches = (len(x) + 127) // 128

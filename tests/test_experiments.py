@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tfrobust.cli.train import parse_adr_weights
+from tfrobust.objectives.regularizers import parse_weights as parse_adr_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(ROOT, "experiments")

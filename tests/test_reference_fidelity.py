@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import tfrobust
 from tfrobust import attacks, models, objectives
-from tfrobust.cli import train as train_cli
+from tfrobust import recipe
 from tfrobust.export.saved_model import serving_outputs
 from tfrobust.layers import HypersphereDense
 from tfrobust.models import RobustModel, preact_resnet18, small_cnn, wide_resnet
@@ -131,16 +131,16 @@ def test_small_cnn_is_the_trades_smallcnn():
 
 def test_the_cli_dense_head_starts_at_zero_on_the_reference_small_cnn():
     info = tfrobust.data.DatasetInfo("x", (28, 28, 1), 10, "arrays")
-    options = dict(train_cli.DEFAULTS, dropout=0.5, initialization="reference")
-    model = train_cli.build_model(options, info)
+    options = dict(recipe.defaults(), dropout=0.5, initialization="reference")
+    model = recipe.build_model(options, info)
     assert not np.any(model.head.kernel.numpy()) and not np.any(model.head.bias.numpy())
     conv = model.backbone.get_layer("conv2").kernel.numpy()
     assert np.std(conv) == pytest.approx(np.sqrt(2 / (9 * 32)), rel=0.03)
-    options = dict(train_cli.DEFAULTS, dropout=0.5, initialization="keras")
-    assert np.std(train_cli.build_model(options, info).head.kernel.numpy()) > 0.01
-    options = dict(train_cli.DEFAULTS, model="preact_resnet18")
+    options = dict(recipe.defaults(), dropout=0.5, initialization="keras")
+    assert np.std(recipe.build_model(options, info).head.kernel.numpy()) > 0.01
+    options = dict(recipe.defaults(), model="preact_resnet18")
     info = tfrobust.data.DatasetInfo("x", (32, 32, 3), 10, "arrays")
-    assert np.std(train_cli.build_model(options, info).head.kernel.numpy()) > 0.01
+    assert np.std(recipe.build_model(options, info).head.kernel.numpy()) > 0.01
 
 
 # -- 3. HE: which logits each use sees, defined once -----------------------------------------
@@ -216,12 +216,11 @@ def _short_run(mnist_sample, objective, initialization):
     x, y, x_test, y_test = mnist_sample
     x_test, y_test = x_test[:500], y_test[:500].astype("int32")
     keras.utils.set_random_seed(0)
-    options = dict(train_cli.DEFAULTS, method="pgd-at", adr=objective == "adr",
-                   initialization=initialization, num_steps=5, step_size=0.1, dropout=0.5)
-    if objective == "adr":
-        options["adr_weights"] = train_cli.parse_adr_weights(None)
+    options = recipe.resolve(dict(recipe.defaults(), method="pgd-at", adr=objective == "adr",
+                                  initialization=initialization, num_steps=5, step_size=0.1,
+                                  dropout=0.5))
     info = tfrobust.data.DatasetInfo("mnist-sample", (28, 28, 1), 10, "arrays")
-    model = train_cli.build_model(options, info)
+    model = recipe.build_model(options, info)
     history = model.fit(x[:4096], y[:4096], batch_size=128, epochs=2, verbose=0).history
     x_adv = attacks.PGD(epsilon=0.3, num_steps=10, step_size=0.075).perturb(
         model, x_test, y_test, tf.constant([1, 2]))

@@ -6,52 +6,30 @@ import os
 import shutil
 import time
 
-DEFAULTS = {
+from tfrobust import recipe
+
+#: The options of a run besides the model's (`tfrobust.recipe.defaults()`).
+RUN_DEFAULTS = {
     "data": "mnist-sample",
-    "model": "small_cnn",
-    "method": "pgd-at",
-    "norm": "linf",
-    "epsilon": 0.3,
-    "num_steps": 10,
-    "step_size": None,          # None: 2.5 * epsilon / num_steps
-    "eval_num_steps": 20,
-    "beta": None,               # TRADES (default 6.0) and ALP (default 0.5)
-    "replays": 4,               # FreeAT
-    "step_ratio": 1.25,         # FastAT: FGSM step / epsilon
-    "head": "dense",            # or "hypersphere" (HE)
-    "scale": None,              # HE s; None: the reference default of the method
-    "margin": None,             # HE m; None: the reference default of the method
-    "adr": False,               # add the ADR regularisers (pgd-at or trades)
-    "adr_weights": None,        # e.g. "lc=1,gc=1,ls=1,gs=0,ce=1"; None: the reference weights
-    "adr_layer": None,          # backbone layer to regularise; None: the backbone's reference latent
-    "attack_bn": "inference",   # batch norm mode while crafting training attacks
-    "precision": "float32",     # or "mixed_bfloat16"
     "epochs": 5,
     "batch_size": 128,
-    "learning_rate": 1e-3,
     "limit": None,              # training examples (None: all)
     "val_limit": 500,           # validation examples scored after every epoch
     "eval_limit": None,         # test examples of the final evaluation (None: all)
-    "dropout": None,            # small_cnn, wide_resnet; None: the builder's default (0.5, 0)
-    "initialization": None,     # small_cnn: "keras" (default) or "reference"; ResNets: "reference"
-    "depth": 34,                # wide_resnet only
-    "width": 10,                # wide_resnet only
-    "seed": 0,
-    "jit_compile": "auto",
     "output": None,             # None: runs/train-<timestamp>
     "overwrite": False,
     "distribute": "none",       # or "mirrored", "multi-worker" (TF_CONFIG)
     "backup_every": "epoch",    # or a number of batches: OUTPUT/backup for resuming
 }
 
-METHODS = ("pgd-at", "trades", "alp", "free-at", "fast-at", "standard")
-PRECISIONS = ("float32", "mixed_bfloat16")
-DEFAULT_BETA = {"trades": 6.0, "alp": 0.5}
-HEADS = ("dense", "hypersphere")
-# HE reference defaults (s, m) per framework (SPEC section 2); FastAT and standard
-# training have none in the reference and take PGD-AT's.
-DEFAULT_HE = {"pgd-at": (15.0, 0.2), "trades": (15.0, 0.2), "alp": (20.0, 0.3),
-               "free-at": (10.0, 0.2), "fast-at": (15.0, 0.2), "standard": (15.0, 0.2)}
+
+def defaults():
+    """Every option of `tfrobust train` with its default (None: resolved from others).
+
+    The model's options and each registered method's hyperparameters come from
+    `tfrobust.recipe`, so an objective registered later has its options here too.
+    """
+    return {**recipe.defaults(), **RUN_DEFAULTS}
 
 
 def add_parser(subparsers):
@@ -65,19 +43,23 @@ def add_parser(subparsers):
         ),
     )
     parser.add_argument("--config", help="a .toml or .json file of options (keys as the flags)")
-    parser.add_argument("--data", help=f"dataset name or file (default {DEFAULTS['data']})")
-    parser.add_argument("--model", help=f"backbone (default {DEFAULTS['model']})")
-    parser.add_argument("--method", choices=METHODS, help="training framework (default pgd-at)")
-    parser.add_argument("--beta", type=float,
-                        help="TRADES KL weight (default 6.0) or ALP pairing weight (default 0.5)")
-    parser.add_argument("--replays", type=int, help="FreeAT minibatch replays (default 4)")
-    parser.add_argument("--step-ratio", type=float, help="FastAT FGSM step / epsilon (default 1.25)")
-    parser.add_argument("--head", choices=HEADS,
+    parser.add_argument("--data", help=f"dataset name or file (default {RUN_DEFAULTS['data']})")
+    parser.add_argument("--model", help=f"backbone (default {recipe.MODEL_DEFAULTS['model']})")
+    parser.add_argument("--method", choices=recipe.methods(),
+                        help="training framework (default pgd-at)")
+    for name, users in recipe.hyperparameters().items():
+        kinds = {hyperparameter.kind for _, hyperparameter in users}
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int if kinds == {"int"} else float,
+                            help=" or ".join(f"{h.help} (method {method}, default {h.default:g})"
+                                             for method, h in users))
+    parser.add_argument("--head", choices=recipe.HEADS,
                         help="classification head: dense (default) or hypersphere (HE)")
-    parser.add_argument("--scale", type=float,
-                        help="HE scale s (default per method: 15, ALP 20, FreeAT 10)")
-    parser.add_argument("--margin", type=float,
-                        help="HE margin m (default per method: 0.2, ALP 0.3)")
+    he_defaults = {method: recipe.objective_class(method).he_defaults
+                   for method in recipe.methods()}
+    parser.add_argument("--scale", type=float, help="HE scale s (default per method: " + ", ".join(
+        f"{method} {scale:g}" for method, (scale, _) in he_defaults.items()) + ")")
+    parser.add_argument("--margin", type=float, help="HE margin m (default per method: " + ", ".join(
+        f"{method} {margin:g}" for method, (_, margin) in he_defaults.items()) + ")")
     parser.add_argument("--adr", action="store_true", default=None,
                         help="add the ADR regularisers to pgd-at or trades")
     parser.add_argument("--adr-weights",
@@ -88,9 +70,9 @@ def add_parser(subparsers):
                              "latent, flatten on small_cnn, features on the ResNets)")
     parser.add_argument("--attack-bn", choices=("inference", "training"),
                         help="batch norm mode while crafting training attacks (default inference)")
-    parser.add_argument("--precision", choices=PRECISIONS,
+    parser.add_argument("--precision", choices=recipe.PRECISIONS,
                         help="float32 (default) or mixed_bfloat16 (perturbations stay float32)")
-    parser.add_argument("--norm", choices=("linf", "l2"), help="threat model norm (default linf)")
+    parser.add_argument("--norm", choices=recipe.NORMS, help="threat model norm (default linf)")
     parser.add_argument("--epsilon", type=float, help="attack budget (default 0.3)")
     parser.add_argument("--num-steps", type=int, help="PGD steps of the training attack (default 10)")
     parser.add_argument("--step-size", type=float, help="PGD step (default 2.5*epsilon/num_steps)")
@@ -130,87 +112,21 @@ def resolve_options(args):
     """The run's full configuration from defaults, the config file and the flags."""
     from tfrobust.cli import config
 
+    all_defaults = defaults()
     file_values = config.read_config_file(args.config) if args.config else {}
-    cli_values = {key: getattr(args, key, None) for key in DEFAULTS}
-    options = config.resolve(DEFAULTS, file_values, cli_values)
+    cli_values = {key: getattr(args, key, None) for key in all_defaults}
+    options = config.resolve(all_defaults, file_values, cli_values)
     if isinstance(options["jit_compile"], str) and options["jit_compile"] in ("true", "false"):
         options["jit_compile"] = options["jit_compile"] == "true"
-    if options["method"] not in METHODS:
-        raise ValueError(f"Expected method in {list(METHODS)}. Received: method={options['method']!r}")
-    if options["precision"] not in PRECISIONS:
-        raise ValueError(
-            f"Expected precision in {list(PRECISIONS)}. Received: precision={options['precision']!r}")
-    if options["head"] not in HEADS:
-        raise ValueError(f"Expected head in {list(HEADS)}. Received: head={options['head']!r}")
-    if options["head"] == "hypersphere":
-        default_scale, default_margin = DEFAULT_HE[options["method"]]
-        options["scale"] = default_scale if options["scale"] is None else options["scale"]
-        options["margin"] = default_margin if options["margin"] is None else options["margin"]
-    elif options["scale"] is not None or options["margin"] is not None:
-        raise ValueError("Expected --scale and --margin only with --head hypersphere. "
-                         f"Received: head={options['head']!r}")
-    if options["adr"]:
-        options["adr_weights"] = parse_adr_weights(options["adr_weights"])
-        if options["adr_layer"] is None:
-            from tfrobust.models.registry import reference_latent_name
-
-            # Written into config.json, so every result says which tensor ADR read.
-            options["adr_layer"] = reference_latent_name(options["model"])
-    elif options["adr_weights"] is not None or options["adr_layer"] is not None:
-        raise ValueError("Expected --adr-weights and --adr-layer only with --adr. Received: "
-                         f"adr_weights={options['adr_weights']!r}, "
-                         f"adr_layer={options['adr_layer']!r}")
-    options["dropout"] = _resolve_dropout(options["model"], options["dropout"])
-    options["initialization"] = _resolve_initialization(options["model"],
-                                                        options["initialization"])
-    if options["beta"] is None and options["method"] in DEFAULT_BETA:
-        options["beta"] = DEFAULT_BETA[options["method"]]
+    options = recipe.resolve(options)
     _check_run_options(options)
     if options["output"] is None:
         options["output"] = os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
     return options
 
 
-def _resolve_dropout(model, dropout):
-    """The backbone's dropout rate: the value given, else its builder's default."""
-    import inspect
-
-    from tfrobust.models.registry import BACKBONES, backbone_key
-    from tfrobust.utils import validation
-
-    parameter = inspect.signature(BACKBONES[backbone_key(model)]).parameters.get("dropout")
-    if parameter is None:
-        if dropout not in (None, 0, 0.0):
-            raise ValueError(f"Expected no --dropout with model {model!r}, which has no dropout "
-                             f"layer. Received: dropout={dropout!r}")
-        return None
-    if dropout is None:
-        return parameter.default
-    dropout = validation.check_number("dropout", dropout, minimum=0.0)
-    if dropout >= 1.0:
-        raise ValueError(f"Expected dropout < 1. Received: dropout={dropout!r}")
-    return dropout
-
-
-def _resolve_initialization(model, initialization):
-    """The backbone's initialisation: the value given, else its default (the first offered)."""
-    from tfrobust.models.registry import initializations
-
-    offered = initializations(model)
-    if initialization is None:
-        return offered[0]
-    if initialization not in offered:
-        raise ValueError(f"Expected initialization in {list(offered)} for model {model!r}. "
-                         f"Received: initialization={initialization!r}")
-    return initialization
-
-
-# Methods whose training attack is the PGD of --num-steps (FreeAT replays, FastAT takes one step).
-_PGD_METHODS = ("pgd-at", "trades", "alp")
-
-
 def _check_run_options(options):
-    """Numbers that would train nothing, or nothing robust, refused before any work."""
+    """The run's own numbers (the model's are `tfrobust.recipe.resolve`'s), before any work."""
     from tfrobust.cli import resume
     from tfrobust.utils import distribution, validation
 
@@ -218,18 +134,8 @@ def _check_run_options(options):
         raise ValueError(f"Expected distribute in {list(distribution.STRATEGIES)}. Received: "
                          f"distribute={options['distribute']!r}")
     options["backup_every"] = resume.parse_backup_every(options["backup_every"])
-    for key in ("epochs", "batch_size", "eval_num_steps"):
+    for key in ("epochs", "batch_size"):
         validation.check_number(key, options[key], minimum=1, integer=True)
-    validation.check_number("num_steps", options["num_steps"], minimum=0, integer=True)
-    if options["num_steps"] == 0 and options["method"] in _PGD_METHODS:
-        raise ValueError(
-            f"Expected num_steps >= 1 for method {options['method']!r}: with 0 steps the training "
-            f"attack returns its random start. Received: num_steps={options['num_steps']}")
-    if options["step_size"] is not None:
-        validation.check_number("step_size", options["step_size"], minimum=0.0,
-                                strict_minimum=True)
-    validation.check_number("learning_rate", options["learning_rate"], minimum=0.0,
-                            strict_minimum=True)
 
 
 def _check_output(directory, overwrite):
@@ -243,107 +149,6 @@ def _check_output(directory, overwrite):
             f"Expected an output directory without earlier results. Received: --output "
             f"{directory!r} already holds {existing}; pass --overwrite to replace them."
         )
-
-
-ADR_TERMS = {"lc": "local-compactness", "gc": "global-compactness", "ls": "local-smoothness",
-             "gs": "global-smoothness", "ce": "conditional-entropy"}
-ADR_REFERENCE = {"lc": 1.0, "gc": 1.0, "ls": 1.0, "gs": 0.0, "ce": 1.0}
-
-
-def parse_adr_weights(value):
-    """`"lc=1,gc=0.5"` (or a dict) to the full weight table, unnamed terms at the reference."""
-    weights = dict(ADR_REFERENCE)
-    if value is None:
-        return weights
-    if isinstance(value, str):
-        pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
-        if any(len(pair) != 2 for pair in pairs):
-            raise ValueError("Expected adr_weights like 'lc=1,gc=1,ls=1,gs=0,ce=1'. "
-                             f"Received: adr_weights={value!r}")
-        value = {k.strip(): v.strip() for k, v in pairs}
-    unknown = sorted(set(value) - set(ADR_TERMS))
-    if unknown:
-        raise ValueError(f"Expected adr_weights keys among {sorted(ADR_TERMS)}. Received: "
-                         f"adr_weights={value!r}")
-    for key, weight in value.items():
-        try:
-            weights[key] = float(weight)
-        except ValueError:
-            raise ValueError(f"Expected a number for ADR weight {key!r}. Received: "
-                             f"adr_weights={value!r}") from None
-    return weights
-
-
-def build_objective(options):
-    """The training framework named by `method`, with its hyperparameters."""
-    from tfrobust import objectives
-
-    method = options["method"]
-    if options["adr"]:
-        if method not in ("pgd-at", "trades"):
-            raise ValueError("Expected --adr with method pgd-at or trades. Received: "
-                             f"method={method!r}")
-        weights = parse_adr_weights(options["adr_weights"])
-        regs = [objectives.regularizers.get(ADR_TERMS[k], weight=w) for k, w in weights.items()]
-        return objectives.ADR(method, regs, layer=options["adr_layer"],
-                              beta=options["beta"] if method == "trades" else 6.0)
-    if method == "trades":
-        return objectives.TRADES(beta=options["beta"])
-    if method == "alp":
-        return objectives.ALP(beta=options["beta"])
-    if method == "free-at":
-        return objectives.FreeAT(replays=options["replays"])
-    if method == "fast-at":
-        return objectives.FastAT(step_ratio=options["step_ratio"])
-    return objectives.get(method)
-
-
-def build_model(options, info):
-    """The RobustModel a run trains, from its resolved options and the data's info."""
-    import keras
-
-    from tfrobust import attacks, models
-
-    keras.mixed_precision.set_global_policy(options["precision"])
-    backbone_kwargs = {}
-    if options["model"].replace("-", "_") == "wide_resnet":
-        backbone_kwargs = {"depth": options["depth"], "width": options["width"]}
-    if options.get("dropout") is not None:
-        backbone_kwargs["dropout"] = options["dropout"]
-    if len(models.registry.initializations(options["model"])) > 1:
-        backbone_kwargs["initialization"] = (options.get("initialization")
-                                             or models.registry.initializations(options["model"])[0])
-    backbone = models.get_backbone(options["model"], info.image_shape, **backbone_kwargs)
-    # Logits in float32 whatever the policy: attacks compare them closely.
-    if options["head"] == "hypersphere":
-        from tfrobust.layers import HypersphereDense
-
-        head = HypersphereDense(info.num_classes, scale=options["scale"],
-                                margin=options["margin"], name="head", dtype="float32")
-    else:
-        # As the backbone's initialisation has it (zero for the reference small_cnn).
-        head = keras.layers.Dense(
-            info.num_classes, name="head", dtype="float32",
-            kernel_initializer=models.registry.head_initializer(options["model"],
-                                                                options.get("initialization")))
-    epsilon = options["epsilon"]
-    attack = attacks.PGD(
-        epsilon=epsilon, norm=options["norm"], num_steps=options["num_steps"],
-        step_size=options["step_size"], seed=options["seed"],
-    )
-    eval_attack = attacks.PGD(
-        epsilon=epsilon, norm=options["norm"], num_steps=options["eval_num_steps"],
-        step_size=2.5 * epsilon / max(options["eval_num_steps"], 1), seed=options["seed"] + 1,
-    )
-    objective = build_objective(options)
-    model = models.RobustModel(
-        backbone, head, objective=objective,
-        attack=attack if objective.needs_attack else None,
-        eval_attack=eval_attack, attack_bn=options["attack_bn"], seed=options["seed"],
-    )
-    model.compile(optimizer=keras.optimizers.Adam(options["learning_rate"]),
-                  jit_compile=options["jit_compile"])
-    return model
 
 
 def run(args):
@@ -390,7 +195,7 @@ def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dir,
     from tfrobust.cli import resume
 
     with strategy.scope():
-        model = build_model(options, info)
+        model = recipe.build_model(options, info)
     resumed = f", resuming after epoch {state['epoch']}" if state else ""
     print(f"tfrobust train: {options['method']} of {options['model']} on {info.name} "
           f"({info.image_shape}, {info.num_classes} classes), {options['norm']} epsilon "
@@ -399,11 +204,8 @@ def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dir,
     # The backup outlives a failure of anything after fit (evaluation, saving).
     backup = BackupAndRestore(backup_dir, save_freq=options["backup_every"],
                               delete_checkpoint=False)
-    callbacks = [backup]
-    if options["method"] == "fast-at":
-        from tfrobust.callbacks import CatastrophicOverfittingGuard
-
-        callbacks.insert(0, CatastrophicOverfittingGuard())  # back up the weights it restores
+    # The objective's own callbacks (FastAT's guard) first: the backup keeps what they restore.
+    callbacks = [*model.objective.callbacks(), backup]
     created = [d for d in (options["output"], backup_dir) if not os.path.isdir(d)]
     resume.write_options(backup_dir, options)
     try:

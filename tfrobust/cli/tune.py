@@ -11,7 +11,7 @@ _SHARED = ("data", "model", "norm", "epsilon", "num_steps", "step_size", "eval_n
            "attack_bn", "adr_layer", "precision", "epochs", "batch_size", "limit", "val_limit",
            "depth", "width", "seed", "jit_compile")
 DEFAULTS = {
-    **{key: train.DEFAULTS[key] for key in _SHARED},
+    **{key: train.defaults()[key] for key in _SHARED},
     "tuner": "random",              # random | hyperband | bayesian
     "max_trials": 10,               # trials in all (a cap for hyperband)
     "objective": "val_adv_accuracy",
@@ -69,7 +69,7 @@ def resolve_options(args):
     cli_values = {key: getattr(args, key, None) for key in DEFAULTS}
     options = config.resolve(DEFAULTS, file_values, cli_values)
     for section in SECTIONS:
-        options[section] = config.check_section(section, options[section], space.ENTRIES)
+        options[section] = config.check_section(section, options[section], space.entries_by_name())
     if options["tuner"] not in TUNERS:
         raise ValueError(f"Expected tuner in {list(TUNERS)}. Received: tuner={options['tuner']!r}")
     if options["output"] is None:

@@ -55,6 +55,8 @@ class ADR(Objective):
         init_std: the TRADES attack's Gaussian start (base "trades" only).
     """
 
+    selectable = False  # added to a base method: `tfrobust train --method trades --adr`
+
     def __init__(self, base="pgd-at", regularizers=None, layer=None, beta=6.0, init_std=0.001):
         self.base = validation.check_choice("base", base, BASES)
         if regularizers is None:
@@ -70,6 +72,17 @@ class ADR(Objective):
             "natural_loss", "robust_loss")
         self.term_names = base_terms + tuple(names)
         self._tap = None
+
+    @classmethod
+    def from_options(cls, options):
+        """ADR on the run's `method` with its `adr_weights` and `adr_layer` (and TRADES' beta)."""
+        base = options["method"]
+        if base not in BASES:
+            raise ValueError(f"Expected --adr with method {' or '.join(BASES)}. Received: "
+                             f"method={base!r}")
+        return cls(base, regularizers_lib.from_weights(options["adr_weights"]),
+                   layer=options["adr_layer"],
+                   beta=options["beta"] if base == "trades" else 6.0)
 
     def with_layer(self, layer):
         """A copy of this objective that regularises the backbone layer `layer`."""

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from tfrobust.objectives.base import LossOutput, Objective, register, sparse_ce, weighted_mean
+from tfrobust.objectives.base import Hyperparameter, LossOutput, Objective, register, sparse_ce, weighted_mean
 from tfrobust.utils import validation
 
 
@@ -25,6 +25,9 @@ class ALP(Objective):
     """
 
     term_names = ("clean_loss", "adv_loss", "pairing_loss")
+    he_defaults = (20.0, 0.3)
+    hyperparameters = (Hyperparameter("beta", 0.5, help="ALP logit-pairing weight",
+                                      search=(0.1, 1.0), tuning_name="alp_beta"),)
 
     def __init__(self, beta=0.5):
         self.beta = validation.check_number("beta", beta, minimum=0.0)

@@ -6,6 +6,39 @@ import tensorflow as tf
 
 from tfrobust.utils.registry import Registry
 
+@dataclasses.dataclass(frozen=True)
+class Hyperparameter:
+    """One constructor argument of an objective, as `tfrobust train` and tuning offer it.
+
+    Attributes:
+        name: the constructor argument, also the `tfrobust train` option (`--step-ratio`
+            for `step_ratio`) and its `config.json` key.
+        default: the reference value.
+        kind: `"float"` or `"int"`.
+        help: what it does, for `--help` and the tuning summary.
+        search: the default tuning range `(min, max)`.
+        sampling: `"linear"` or `"log"` tuning.
+        minimum: the smallest sensible value; `strict` excludes it.
+        tuning_name: its keras-tuner name, when the plain name would be ambiguous
+            (TRADES' and ALP's `beta` are `trades_beta` and `alp_beta`).
+    """
+
+    name: str
+    default: float
+    kind: str = "float"
+    help: str = ""
+    search: tuple = None
+    sampling: str = "linear"
+    minimum: float = 0.0
+    strict: bool = False
+    tuning_name: str = None
+
+    @property
+    def key(self):
+        """The keras-tuner name."""
+        return self.tuning_name or self.name
+
+
 @dataclasses.dataclass
 class LossOutput:
     """What an objective computes on one batch.
@@ -77,6 +110,27 @@ class Objective:
     #: Whether the objective needs a training attack.
     needs_attack = True
 
+    # -- the recipe: what `tfrobust train` and tuning need to know (tfrobust.recipe) --------
+    #: Whether `tfrobust train --method` offers it (ADR is added to a method with `--adr`).
+    selectable = True
+    #: The HE reference's `(scale, margin)` for this framework with a hypersphere head
+    #: (SPEC section 2); frameworks the reference has no row for take PGD-AT's.
+    he_defaults = (15.0, 0.2)
+    #: The constructor arguments offered as options and tuning entries (`Hyperparameter`).
+    hyperparameters = ()
+    #: Whether the training attack is the model's PGD with its `num_steps` (so 0 steps
+    #: would train on the random start); FreeAT and FastAT derive their own step.
+    uses_attack_steps = True
+
+    @classmethod
+    def from_options(cls, options):
+        """An instance from resolved run options (each hyperparameter by its name)."""
+        return cls(**{h.name: options[h.name] for h in cls.hyperparameters})
+
+    def callbacks(self):
+        """Keras callbacks that training with this objective needs (FastAT's guard)."""
+        return []
+
     def build(self, model, batch_size):
         """Create state carried across steps; called by `RobustModel.fit` before training.
 
@@ -132,3 +186,8 @@ def get(identifier, **kwargs):
 def names():
     """The registered objective names."""
     return _REGISTRY.names()
+
+
+def get_class(name):
+    """The class registered under `name`."""
+    return _REGISTRY.get_class(name)

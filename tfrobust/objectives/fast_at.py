@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from tfrobust.objectives.base import derived_pgd, register
+from tfrobust.objectives.base import Hyperparameter, derived_pgd, register
 from tfrobust.objectives.pgd_at import PGDAT
 from tfrobust.utils import validation
 
@@ -31,6 +31,10 @@ class FastAT(PGDAT):
             fix for FGSM training); `False` is plain FGSM training.
     """
 
+    hyperparameters = (Hyperparameter("step_ratio", 1.25, help="FastAT FGSM step / epsilon",
+                                      search=(1.0, 1.5), strict=True),)
+    uses_attack_steps = False  # a single FGSM step of its own size
+
     def __init__(self, step_ratio=1.25, random_start=True):
         self.step_ratio = validation.check_number("step_ratio", step_ratio, minimum=0.0)
         self.random_start = bool(random_start)
@@ -39,6 +43,12 @@ class FastAT(PGDAT):
         attack = derived_pgd(model.attack, num_steps=1, random_start=self.random_start,
                              step_size=self.step_ratio * model.attack.epsilon)
         return tf.stop_gradient(attack.perturb(model.attack_logits_fn(), x, y, seed))
+
+    def callbacks(self):
+        """The guard that restores the weights if robust accuracy collapses."""
+        from tfrobust.callbacks import CatastrophicOverfittingGuard
+
+        return [CatastrophicOverfittingGuard()]
 
     def get_config(self):
         return {"step_ratio": self.step_ratio, "random_start": self.random_start}

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from tfrobust.attacks import projections
-from tfrobust.objectives.base import LossOutput, Objective, register, sparse_ce, weighted_mean
+from tfrobust.objectives.base import Hyperparameter, LossOutput, Objective, register, sparse_ce, weighted_mean
 from tfrobust.utils import validation
 
 
@@ -40,6 +40,11 @@ class FreeAT(Objective):
     Args:
         replays: how many times each minibatch is replayed (4 or 8 in the paper).
     """
+
+    he_defaults = (10.0, 0.2)
+    hyperparameters = (Hyperparameter("replays", 4, kind="int", help="FreeAT minibatch replays",
+                                      search=(2, 8), minimum=1),)
+    uses_attack_steps = False  # one FGSM step per replay
 
     def __init__(self, replays=4):
         self.replays = validation.check_number("replays", replays, minimum=1, integer=True)

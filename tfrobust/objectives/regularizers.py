@@ -55,6 +55,9 @@ class Regularizer:
     """Base class: a named, weighted per-example term on clean/adversarial pairs."""
 
     registry_name = None
+    #: The key of `tfrobust train --adr-weights` (`lc=1,gc=1,...`) and of the tuning entry
+    #: `adr_<short_name>`.
+    short_name = None
 
     def __init__(self, weight=1.0):
         self.weight = validation.check_number("weight", weight, minimum=0.0)
@@ -86,6 +89,8 @@ register = _REGISTRY.register
 class LocalCompactness(Regularizer):
     """`L_lc = (1/B) sum_i d(z_i, z'_i)`: each adversarial feature near its clean one."""
 
+    short_name = "lc"
+
     def __call__(self, z, z_adv, logits, logits_adv, labels, num_classes):
         return feature_distance(z, z_adv)
 
@@ -98,6 +103,8 @@ class GlobalCompactness(Regularizer):
     `tf.distribute` the pairs are formed within each replica's batch.
     """
 
+    short_name = "gc"
+
     def __call__(self, z, z_adv, logits, logits_adv, labels, num_classes):
         weights = label_weights(labels, num_classes)                    # (B, B)
         return tf.reduce_mean(weights * pairwise_feature_distance(z, z_adv), axis=1)
@@ -106,6 +113,8 @@ class GlobalCompactness(Regularizer):
 @register("local-smoothness")
 class LocalSmoothness(Regularizer):
     """`L_smooth = (1/B) sum_i CE(softmax(sg f(x_i)), f(x'_i))` (KL with the clean side frozen)."""
+
+    short_name = "ls"
 
     def __call__(self, z, z_adv, logits, logits_adv, labels, num_classes):
         return soft_cross_entropy(logits, logits_adv)
@@ -118,6 +127,8 @@ class GlobalSmoothness(Regularizer):
     Per example i: `(1/B) sum_j w_ij CE(softmax(sg f(x_j)), f(x'_i))`. Off
     (weight 0) in the reference configuration.
     """
+
+    short_name = "gs"
 
     def __init__(self, weight=0.0):
         super().__init__(weight)
@@ -132,6 +143,8 @@ class GlobalSmoothness(Regularizer):
 @register("conditional-entropy")
 class ConditionalEntropy(Regularizer):
     """`L_ent = mean_i H(softmax(f(x'_i)))`: the clustering assumption, through both arguments."""
+
+    short_name = "ce"
 
     def __call__(self, z, z_adv, logits, logits_adv, labels, num_classes):
         log_q = tf.nn.log_softmax(tf.cast(logits_adv, tf.float32))
@@ -151,3 +164,46 @@ def reference_regularizers():
 
 def names():
     return _REGISTRY.names()
+
+
+def short_names():
+    """`{short name: registered name}` of the reference terms, in the reference's order."""
+    return {type(r).short_name: type(r).registry_name for r in reference_regularizers()}
+
+
+def reference_weights():
+    """`{short name: weight}` of the reference configuration."""
+    return {type(r).short_name: r.weight for r in reference_regularizers()}
+
+
+def parse_weights(value):
+    """`"lc=1,gc=0.5"` (or a dict) to the full weight table, unnamed terms at the reference."""
+    weights = reference_weights()
+    if value is None:
+        return weights
+    if isinstance(value, str):
+        pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError("Expected adr_weights like 'lc=1,gc=1,ls=1,gs=0,ce=1'. "
+                             f"Received: adr_weights={value!r}")
+        value = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(value, dict):
+        raise ValueError("Expected adr_weights as 'lc=1,gc=1' or a table of weights. "
+                         f"Received: adr_weights={value!r}")
+    unknown = sorted(set(value) - set(weights))
+    if unknown:
+        raise ValueError(f"Expected adr_weights keys among {sorted(weights)}. Received: "
+                         f"adr_weights={value!r}")
+    for key, weight in value.items():
+        try:
+            weights[key] = float(weight)
+        except (TypeError, ValueError):
+            raise ValueError(f"Expected a number for ADR weight {key!r}. Received: "
+                             f"adr_weights={value!r}") from None
+    return weights
+
+
+def from_weights(weights):
+    """The regularisers of a `{short name: weight}` table, in the reference's order."""
+    terms = short_names()
+    return [get(terms[key], weight=weight) for key, weight in parse_weights(weights).items()]

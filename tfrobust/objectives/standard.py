@@ -15,6 +15,7 @@ class Standard(Objective):
     """
 
     needs_attack = False
+    uses_attack_steps = False
 
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         z = model.features(x, training=True)

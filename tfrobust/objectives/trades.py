@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from tfrobust.objectives.base import (LossOutput, Objective, derived_pgd, kl_divergence,
+from tfrobust.objectives.base import (Hyperparameter, LossOutput, Objective, derived_pgd, kl_divergence,
                                       register, sparse_ce, weighted_mean)
 from tfrobust.utils import validation
 
@@ -29,6 +29,8 @@ class TRADES(Objective):
     """
 
     term_names = ("natural_loss", "robust_loss")
+    hyperparameters = (Hyperparameter("beta", 6.0, help="TRADES KL weight", search=(1.0, 10.0),
+                                      tuning_name="trades_beta"),)
 
     def __init__(self, beta=6.0, init_std=0.001):
         self.beta = validation.check_number("beta", beta, minimum=0.0)

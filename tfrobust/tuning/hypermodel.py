@@ -3,10 +3,9 @@
 import keras
 import keras_tuner as kt
 
-from tfrobust import attacks, models
+from tfrobust import attacks, models, objectives, recipe
 from tfrobust import data as data_lib
-from tfrobust.callbacks import CatastrophicOverfittingGuard, RobustScore
-from tfrobust.cli import train
+from tfrobust.callbacks import RobustScore
 from tfrobust.tuning import search as search_lib
 from tfrobust.tuning import space
 from tfrobust.utils import validation
@@ -19,7 +18,7 @@ class RobustHyperModel(kt.HyperModel):
     """Build `RobustModel`s from a search space over robust training.
 
     Each trial builds the model `tfrobust train` would build from the trial's
-    values (`tfrobust.cli.train.build_model`): the framework (`method`), its
+    values (`tfrobust.recipe.build_model`): the framework (`method`), its
     weight (`trades_beta`, `alp_beta`, FreeAT `replays`, FastAT `step_ratio`),
     the ADR regularisers and their weights (`adr`, `adr_lc`, `adr_gc`,
     `adr_ls`, `adr_gs`, `adr_ce`), the head (`head`) with the HE `scale` and
@@ -27,7 +26,7 @@ class RobustHyperModel(kt.HyperModel):
     attack steps) and the backbone are fixed: they define what robust accuracy
     means, so trials must share them.
 
-    Default space (`tfrobust.tuning.space.SPACE`; conditional entries exist only
+    Default space (`tfrobust.tuning.space.entries()`; conditional entries exist only
     in the trials where their parent takes the named values):
 
     | name | default range | used when |
@@ -109,7 +108,7 @@ class RobustHyperModel(kt.HyperModel):
             raise ValueError(f"Expected model to be one of {sorted(models.BACKBONES)}. "
                              f"Received: model={model!r}")
         self.options = dict(
-            train.DEFAULTS, model=model, epsilon=epsilon, norm=norm, num_steps=num_steps,
+            recipe.defaults(), model=model, epsilon=epsilon, norm=norm, num_steps=num_steps,
             step_size=step_size, eval_num_steps=eval_num_steps, attack_bn=attack_bn,
             adr_layer=adr_layer, depth=depth, width=width, seed=seed, jit_compile=jit_compile,
             precision=precision,
@@ -126,15 +125,11 @@ class RobustHyperModel(kt.HyperModel):
         method = values["method"]
         options.update(method=method, head=values["head"], adr=bool(values.get("adr")),
                        learning_rate=values["learning_rate"])
-        if method == "trades":
-            options["beta"] = values["trades_beta"]
-        elif method == "alp":
-            options["beta"] = values["alp_beta"]
-        for key in ("replays", "step_ratio"):
-            if values.get(key) is not None:
-                options[key] = values[key]
+        for hyperparameter in recipe.objective_class(method).hyperparameters:
+            options[hyperparameter.name] = values.get(hyperparameter.key)
         if options["adr"]:
-            options["adr_weights"] = {key: values[f"adr_{key}"] for key in space.ADR_KEYS}
+            options["adr_weights"] = {key: values[f"adr_{key}"]
+                                      for key in objectives.regularizers.short_names()}
         else:
             options["adr_layer"] = None
         if options["head"] == "hypersphere":
@@ -146,7 +141,7 @@ class RobustHyperModel(kt.HyperModel):
     def build(self, hp):
         options = self.options_for(hp)
         info = data_lib.DatasetInfo("tuning", self.input_shape, self.num_classes, "arrays")
-        model = train.build_model(options, info)
+        model = recipe.build_model(recipe.resolve(options), info)
         # A built optimizer lets keras-tuner's checkpoints restore its state
         # (step count and moments) with the weights, so the best model loads as trained.
         model.optimizer.build(model.trainable_variables)
@@ -168,8 +163,8 @@ class RobustHyperModel(kt.HyperModel):
             search_lib.record_runner(tuner, trial)
         if self.score_weight is not None:
             callbacks.insert(0, RobustScore(self.score_weight, name=SCORE_NAME))
-        if validation_data is not None and model.objective.registry_name == "fast-at":
-            callbacks.insert(0, CatastrophicOverfittingGuard())
+        if validation_data is not None:
+            callbacks[:0] = model.objective.callbacks()  # FastAT's guard reads validation
         return model.fit(*args, callbacks=callbacks, **kwargs)
 
     def logged_metrics(self, validation=True):
@@ -184,10 +179,10 @@ class RobustHyperModel(kt.HyperModel):
         methods = self._spec("method").possible()
         adr_values = self._spec("adr").possible() if self._has("adr") else (False,)
         for method in methods:
-            for adr in adr_values if method in ("pgd-at", "trades") else (False,):
-                options = dict(self.options, method=method, adr=adr,
-                               beta=train.DEFAULT_BETA.get(method))
-                objective = train.build_objective(options)
+            for adr in adr_values if method in objectives.adr.BASES else (False,):
+                options = recipe.resolve(dict(self.options, method=method, adr=adr,
+                                              precision="float32"))
+                objective = recipe.build_objective(options)
                 names = {"loss", "accuracy", *objective.term_names}
                 if objective.needs_attack:
                     names.add("adv_accuracy")

@@ -12,10 +12,8 @@ import contextlib
 import dataclasses
 import numbers
 
-from tfrobust.cli import train
+from tfrobust import objectives, recipe
 from tfrobust.utils import validation
-
-ADR_KEYS = ("lc", "gc", "ls", "gs", "ce")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,32 +45,54 @@ class Entry:
     help: str = ""
 
 
-SPACE = (
-    Entry("method", "choice", ("pgd-at", "trades", "alp"), "pgd-at", allowed=train.METHODS,
-          help="training framework"),
-    Entry("trades_beta", "float", (1.0, 10.0), train.DEFAULT_BETA["trades"],
-          parent=("method", ("trades",)), help="TRADES KL weight (also ADR on TRADES)"),
-    Entry("alp_beta", "float", (0.1, 1.0), train.DEFAULT_BETA["alp"],
-          parent=("method", ("alp",)), help="ALP logit-pairing weight"),
-    Entry("replays", "int", (2, 8), train.DEFAULTS["replays"], minimum=1,
-          parent=("method", ("free-at",)), help="FreeAT minibatch replays"),
-    Entry("step_ratio", "float", (1.0, 1.5), train.DEFAULTS["step_ratio"], strict=True,
-          parent=("method", ("fast-at",)), help="FastAT FGSM step / epsilon"),
-    Entry("adr", "boolean", (False, True), False, allowed=(False, True),
-          parent=("method", ("pgd-at", "trades")), help="add the ADR regularisers"),
-    *(Entry(f"adr_{key}", "float", (0.0, 1.0) if key == "gs" else (0.0, 2.0),
-            train.ADR_REFERENCE[key], parent=("adr", (True,)),
-            help=f"ADR weight of {train.ADR_TERMS[key]}") for key in ADR_KEYS),
-    Entry("head", "choice", ("dense", "hypersphere"), "dense", allowed=train.HEADS,
-          help="classification head"),
-    Entry("scale", "float", (5.0, 30.0), 15.0, strict=True,
-          parent=("head", ("hypersphere",)), help="HE scale s"),
-    Entry("margin", "float", (0.0, 0.4), 0.2, parent=("head", ("hypersphere",)),
-          help="HE margin m"),
-    Entry("learning_rate", "float", (1e-4, 1e-2), train.DEFAULTS["learning_rate"],
-          sampling="log", strict=True, help="Adam learning rate"),
-)
-ENTRIES = {entry.name: entry for entry in SPACE}
+#: The methods a default search compares.
+DEFAULT_METHODS = ("pgd-at", "trades", "alp")
+
+
+def entries():
+    """The space's entries in declaration order, from the objectives registered now.
+
+    The method's choices are the registered methods (`tfrobust.recipe.methods()`); each
+    method's `hyperparameters` are entries active when it is chosen (under their
+    `tuning_name`); the ADR entries follow the regularisers' short names.
+    """
+    methods = recipe.methods()
+    table = [Entry("method", "choice", tuple(m for m in DEFAULT_METHODS if m in methods),
+                   recipe.MODEL_DEFAULTS["method"], allowed=methods, help="training framework")]
+    for method in methods:
+        for h in objectives.get_class(method).hyperparameters:
+            table.append(Entry(h.key, h.kind, h.search or (h.default, h.default), h.default,
+                               sampling=h.sampling, minimum=h.minimum, strict=h.strict,
+                               parent=("method", (method,)), help=h.help))
+    table.append(Entry("adr", "boolean", (False, True), False, allowed=(False, True),
+                       parent=("method", objectives.adr.BASES), help="add the ADR regularisers"))
+    reference = objectives.regularizers.reference_weights()
+    for key, name in objectives.regularizers.short_names().items():
+        table.append(Entry(f"adr_{key}", "float", (0.0, 1.0) if reference[key] == 0 else (0.0, 2.0),
+                           reference[key], parent=("adr", (True,)),
+                           help=f"ADR weight of {name}"))
+    table += [
+        Entry("head", "choice", recipe.HEADS, recipe.MODEL_DEFAULTS["head"],
+              allowed=recipe.HEADS, help="classification head"),
+        Entry("scale", "float", (5.0, 30.0), 15.0, strict=True,
+              parent=("head", ("hypersphere",)), help="HE scale s"),
+        Entry("margin", "float", (0.0, 0.4), 0.2, parent=("head", ("hypersphere",)),
+              help="HE margin m"),
+        Entry("learning_rate", "float", (1e-4, 1e-2), recipe.MODEL_DEFAULTS["learning_rate"],
+              sampling="log", strict=True, help="Adam learning rate"),
+    ]
+    names = [entry.name for entry in table]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Expected distinct tuning names. Received: {names} (give clashing "
+                         "hyperparameters a tuning_name)")
+    return tuple(table)
+
+
+def entries_by_name():
+    """`{name: Entry}` of `entries()`."""
+    return {entry.name: entry for entry in entries()}
+
+
 _SPEC_KEYS = {"min", "max", "sampling", "step", "values"}
 
 
@@ -120,17 +140,19 @@ def resolve(fixed=None, search=None, search_defaults=True):
     """
     fixed = dict(fixed or {})
     search = dict(search or {})
+    space = entries()
+    known = [entry.name for entry in space]
     for label, table in (("fixed", fixed), ("search", search)):
-        unknown = sorted(set(table) - set(ENTRIES))
+        unknown = sorted(set(table) - set(known))
         if unknown:
-            raise ValueError(f"Expected {label} keys among {list(ENTRIES)}. Received unknown "
+            raise ValueError(f"Expected {label} keys among {known}. Received unknown "
                              f"keys: {unknown}")
     both = sorted(set(fixed) & set(search))
     if both:
         raise ValueError(f"Expected each hyperparameter either fixed or searched. Received: "
                          f"{both} in both fixed and search")
     specs = {}
-    for entry in SPACE:
+    for entry in space:
         default = _default(entry, specs)
         if entry.name in fixed:
             value = _check_value(entry, fixed[entry.name])
@@ -165,7 +187,8 @@ def _default(entry, specs):
     """The entry's default; the HE scale and margin follow the method when it is known."""
     method = specs.get("method")
     if entry.name in ("scale", "margin") and method is not None and len(method.values) == 1:
-        return train.DEFAULT_HE[method.values[0]][0 if entry.name == "scale" else 1]
+        he_defaults = recipe.objective_class(method.values[0]).he_defaults
+        return he_defaults[0 if entry.name == "scale" else 1]
     return entry.default
 
 

@@ -42,3 +42,11 @@ class Registry:
 
     def names(self):
         return sorted(self._classes)
+
+    def get_class(self, name):
+        """The class registered under `name`."""
+        key = name.lower() if isinstance(name, str) else name
+        if key not in self._classes:
+            raise ValueError(f"Expected {self.kind} to be a name in {self.names()}. "
+                             f"Received: {self.kind}={name!r}")
+        return self._classes[key]
