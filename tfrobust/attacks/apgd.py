@@ -182,6 +182,10 @@ class APGD(Attack):
 
     def _run_once(self, logits_fn, x, y, seed, target=None, clean_logits=None):
         """One APGD run. Returns `(x_out, found, best_loss)`, see `merge_runs`."""
+        # Longer than most functions here, on purpose: the `tf.while_loop` body closes over
+        # `evaluate`, `x` and the checkpoint schedule, and follows Algorithm 1 of Croce and
+        # Hein (2020) step by step; split up, its 14 loop variables would cross function
+        # boundaries for nothing.
 
         def evaluate(x_adv):
             with tf.GradientTape() as tape:

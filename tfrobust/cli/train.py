@@ -45,6 +45,14 @@ def add_parser(subparsers):
     parser.add_argument("--config", help="a .toml or .json file of options (keys as the flags)")
     parser.add_argument("--data", help=f"dataset name or file (default {RUN_DEFAULTS['data']})")
     parser.add_argument("--model", help=f"backbone (default {recipe.MODEL_DEFAULTS['model']})")
+    _add_method_arguments(parser)
+    _add_attack_and_run_arguments(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _add_method_arguments(parser):
+    """The framework, its hyperparameters, the head and ADR: all from the objective registry."""
     parser.add_argument("--method", choices=recipe.methods(),
                         help="training framework (default pgd-at)")
     for name, users in recipe.hyperparameters().items():
@@ -68,6 +76,9 @@ def add_parser(subparsers):
     parser.add_argument("--adr-layer",
                         help="backbone layer ADR acts on (default: the backbone's reference "
                              "latent, flatten on small_cnn, features on the ResNets)")
+
+
+def _add_attack_and_run_arguments(parser):
     parser.add_argument("--attack-bn", choices=("inference", "training"),
                         help="batch norm mode while crafting training attacks (default inference)")
     parser.add_argument("--precision", choices=recipe.PRECISIONS,
@@ -104,8 +115,6 @@ def add_parser(subparsers):
     parser.add_argument("--backup-every",
                         help="back up to OUTPUT/backup every epoch (default) or every N batches; "
                              "the same command resumes an interrupted run from its last backup")
-    parser.set_defaults(run=run)
-    return parser
 
 
 def resolve_options(args):

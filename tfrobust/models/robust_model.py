@@ -133,6 +133,7 @@ class RobustModel(keras.Model):
             # All weights exist: saving and re-compiling after loading (which
             # builds the optimizer's slots) need not wait for a first call.
             self.built = True
+        self._view = objectives_lib.base.ModelView(self)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.term_trackers = [keras.metrics.Mean(name=n) for n in self.objective.term_names]
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -191,18 +192,24 @@ class RobustModel(keras.Model):
         return int(units)
 
     # -- training ------------------------------------------------------------------------
-    def apply_loss(self, tape, loss):
-        """Differentiate `loss` recorded on `tape` and apply one optimizer update.
+    def _minimize(self, loss_fn, watch=()):
+        """Record `loss_fn()` on a tape, apply one optimizer update, return the output and
+        the gradients of the tensors in `watch`.
 
         The gradient is that of `scale_loss(loss)`: under `tf.distribute` each
         replica's loss is divided by the number of replicas, since gradients
         are summed across replicas. The scaling enters as the tape's output
-        gradient because `loss` was recorded before it.
+        gradient, so the loss the objective returns (and the log) stays unscaled.
         """
+        with tf.GradientTape() as tape:
+            for tensor in watch:
+                tape.watch(tensor)
+            out = loss_fn()
         variables = self.trainable_variables
-        factor = self.scale_loss(tf.ones_like(loss))
-        grads = tape.gradient(loss, variables, output_gradients=factor)
-        self.optimizer.apply(grads, variables)
+        factor = self.scale_loss(tf.ones_like(out.loss))
+        grads = tape.gradient(out.loss, variables + list(watch), output_gradients=factor)
+        self.optimizer.apply(grads[:len(variables)], variables)
+        return out, grads[len(variables):]
 
     def scale_loss(self, loss):
         """The loss to differentiate: divided by the replica count, then optimizer-scaled."""
@@ -219,13 +226,27 @@ class RobustModel(keras.Model):
         return x, y, sample_weight
 
     def train_step(self, data):
+        """Craft (outside the tape), then the objective's update(s) through `_minimize`.
+
+        As Keras' own trainer: the loss trackers are weighted by the batch size, so a
+        short last batch counts for what it holds.
+        """
         x, y, sample_weight = self._batch(data)
-        out = self.objective.train_step(self, x, y, sample_weight, self._seed_generator.next())
-        self.loss_tracker.update_state(out.loss)
-        for tracker in self.term_trackers:
-            tracker.update_state(out.terms[tracker.name])
+        objective = self.objective
+        seed = self._seed_generator.next()
+        x_adv = objective.craft(self._view, x, y, seed) if objective.needs_attack else None
+        clean_logits = None
+        if self.train_clean_accuracy and not objective.computes_clean_logits:
+            clean_logits = self.logits_fn("evaluation")(x)  # before the update, no tape
+        out = objective.update(self._view, x, x_adv, y, sample_weight, self._minimize)
         if out.clean_logits is not None:
-            self.accuracy_tracker.update_state(y, out.clean_logits, sample_weight)
+            clean_logits = tf.stop_gradient(out.clean_logits)
+        batch_size = tf.shape(x)[0]
+        self.loss_tracker.update_state(out.loss, sample_weight=batch_size)
+        for tracker in self.term_trackers:
+            tracker.update_state(out.terms[tracker.name], sample_weight=batch_size)
+        if clean_logits is not None and self.train_clean_accuracy:
+            self.accuracy_tracker.update_state(y, clean_logits, sample_weight)
         if out.adv_logits is not None:
             self.adv_accuracy_tracker.update_state(y, out.adv_logits, sample_weight)
         return self._logs(train=True, adversarial=out.adv_logits is not None)
@@ -237,7 +258,7 @@ class RobustModel(keras.Model):
         loss = objectives_lib.base.weighted_mean(
             objectives_lib.base.sparse_ce(logits, y), sample_weight
         )
-        self.loss_tracker.update_state(loss)
+        self.loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
         self.accuracy_tracker.update_state(y, logits, sample_weight)
         if self.eval_attack is not None:
             x_adv = self.eval_attack.perturb(evaluation_logits, x, y, self._seed_generator.next())
@@ -300,7 +321,7 @@ class RobustModel(keras.Model):
         batch_size = input_checks.check_fit_data(self, x, y, "x")
         if batch_size is None:
             batch_size = requested or 32
-        if self.objective.build(self, batch_size):
+        if self.objective.build(self._view, batch_size):
             # The objective made new state: the cached train function must see it.
             self.train_function = None
         if validation_data is not None:

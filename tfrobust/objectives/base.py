@@ -46,7 +46,8 @@ class LossOutput:
     Attributes:
         loss: the scalar to minimise (mean over the batch of weighted per-example losses).
         terms: named scalar loss terms to log (unweighted means over the batch).
-        clean_logits: inference logits on the clean batch (for clean accuracy), or None.
+        clean_logits: inference logits on the clean batch (for clean accuracy), or None
+            (then `RobustModel` computes them, if it logs clean accuracy).
         adv_logits: inference logits on the adversarial batch, or None.
     """
 
@@ -95,13 +96,57 @@ def kl_divergence(p_logits, q_logits):
     return tf.reduce_sum(tf.exp(log_p) * (log_p - tf.nn.log_softmax(q_logits)), axis=-1)
 
 
-class Objective:
-    """A training framework: how a batch becomes a loss (and, if needed, an update).
+class ModelView:
+    """What an objective may use of the `RobustModel` it trains, and nothing else.
 
-    Subclasses implement `compute_loss`; most inherit `train_step`, which
-    crafts adversarial examples outside the gradient tape, computes the loss
-    under it and applies the optimizer once. Frameworks with another update
-    pattern (FreeAT's replays) override `train_step`.
+    `RobustModel` owns the step (the gradient tape, the optimizer update, the loss
+    scaling under `tf.distribute`, the metrics); an objective crafts its
+    adversarial examples and computes its loss through this view. A
+    `RobustModel` offers the same members, so an objective's methods also take
+    the model itself (as tests do).
+    """
+
+    __slots__ = ("_model",)
+
+    def __init__(self, model):
+        self._model = model
+
+    @property
+    def attack(self):
+        """The training attack: the threat model (epsilon, norm, range, steps)."""
+        return self._model.attack
+
+    @property
+    def backbone(self):
+        """The backbone, for objectives that read an intermediate layer (ADR)."""
+        return self._model.backbone
+
+    @property
+    def distribute_strategy(self):
+        """The strategy under which state carried across steps is created (FreeAT)."""
+        return self._model.distribute_strategy
+
+    def features(self, x, training=True):
+        """The backbone's feature vector, in training mode unless told otherwise."""
+        return self._model.features(x, training=training)
+
+    def head_logits(self, features, labels=None, kind="inference"):
+        """The head's `"inference"`, `"attack"` or `"train"` logits on `features`."""
+        return self._model.head_logits(features, labels, kind=kind)
+
+    def attack_logits_fn(self):
+        """Images to the logits the training attack maximises its loss through."""
+        return self._model.logits_fn("training_attack")
+
+
+class Objective:
+    """A training framework: how a batch becomes adversarial examples and a loss.
+
+    Subclasses implement `compute_loss` and, if their examples are not the
+    model's attack's, `craft`. `RobustModel.train_step` crafts outside the
+    gradient tape, records `compute_loss` under it and applies one optimizer
+    update through `update`; frameworks with another update pattern override
+    `update` (FreeAT replays each batch, one update per replay).
     """
 
     registry_name = None
@@ -121,6 +166,9 @@ class Objective:
     #: Whether the training attack is the model's PGD with its `num_steps` (so 0 steps
     #: would train on the random start); FreeAT and FastAT derive their own step.
     uses_attack_steps = True
+    #: Whether `compute_loss` returns the clean logits (from the clean forward pass its loss
+    #: needs); if not, `RobustModel` computes them outside the tape for the `accuracy` log.
+    computes_clean_logits = True
 
     @classmethod
     def from_options(cls, options):
@@ -147,19 +195,25 @@ class Objective:
         return []
 
     def craft(self, model, x, y, seed):
-        """Adversarial examples for the training loss (no gradient to the weights)."""
+        """Adversarial examples for the training loss (no gradient to the weights).
+
+        `model` is a `ModelView` (or the `RobustModel`).
+        """
         return tf.stop_gradient(model.attack.perturb(model.attack_logits_fn(), x, y, seed))
 
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         """Return a `LossOutput` for one batch; called under the weight tape."""
         raise NotImplementedError
 
-    def train_step(self, model, x, y, sample_weight, seed):
-        """One optimisation step; returns the `LossOutput` of the batch."""
-        x_adv = self.craft(model, x, y, seed) if self.needs_attack else None
-        with tf.GradientTape() as tape:
-            out = self.compute_loss(model, x, x_adv, y, sample_weight)
-        model.apply_loss(tape, out.loss)
+    def update(self, model, x, x_adv, y, sample_weight, minimize):
+        """The batch's optimizer update(s); returns the `LossOutput` to log.
+
+        `minimize(loss_fn, watch=())` records `loss_fn()` (a `LossOutput`) on
+        `RobustModel`'s tape, applies one optimizer update and returns the
+        output and the gradients of the tensors in `watch`. One update of
+        `compute_loss` by default.
+        """
+        out, _ = minimize(lambda: self.compute_loss(model, x, x_adv, y, sample_weight))
         return out
 
     def get_config(self):

@@ -37,6 +37,12 @@ class FreeAT(Objective):
     with a zero perturbation (which the next replays rebuild);
     `tfrobust.backup.BackupAndRestore` keeps it when training on one device.
 
+    Logs: `accuracy` is measured on the clean batch at the weights the batch
+    starts from, and `adv_accuracy` on the last replay's forward pass (before
+    its update), as for the other frameworks. (Until issue 18's restructuring
+    both were measured after the last replay's update; the weights it trains
+    are bitwise the same, `tests/scripts/pin_behaviour.py`.)
+
     Args:
         replays: how many times each minibatch is replayed (4 or 8 in the paper).
     """
@@ -45,6 +51,7 @@ class FreeAT(Objective):
     hyperparameters = (Hyperparameter("replays", 4, kind="int", help="FreeAT minibatch replays",
                                       search=(2, 8), minimum=1),)
     uses_attack_steps = False  # one FGSM step per replay
+    computes_clean_logits = False
 
     def __init__(self, replays=4):
         self.replays = validation.check_number("replays", replays, minimum=1, integer=True)
@@ -67,8 +74,13 @@ class FreeAT(Objective):
     def state_variables(self):
         return [] if self._delta is None else [self._delta]
 
-    def train_step(self, model, x, y, sample_weight, seed):
-        del seed
+    def craft(self, model, x, y, seed):
+        """None: FreeAT's perturbation is carried across batches and stepped in `update`."""
+        return None
+
+    def update(self, model, x, x_adv, y, sample_weight, minimize):
+        """`replays` updates of the weights, each followed by an FGSM step of the perturbation."""
+        del x_adv
         if self._delta is None:
             raise RuntimeError("FreeAT state is built by RobustModel.fit; call fit(), not "
                                "train_step() directly.")
@@ -76,31 +88,25 @@ class FreeAT(Objective):
         stored = self._delta.read_value()
         batch = tf.shape(x)[0]
         delta = stored[:batch]  # a smaller last batch uses the leading rows
-        variables = model.trainable_variables
         for _ in range(self.replays):  # a handful of replays: unrolled in the graph
-            with tf.GradientTape() as tape:
-                tape.watch(delta)
+
+            def loss_fn(delta=delta):
                 x_adv = projections.clip_to_range(x + delta, attack.clip_min, attack.clip_max)
-                z_adv = model.features(x_adv, training=True)
-                loss = weighted_mean(sparse_ce(model.head_logits(z_adv, y, kind="train"), y),
-                                     sample_weight)
-                scaled = model.scale_loss(loss)
-            grads = tape.gradient(scaled, variables + [delta])
-            model.optimizer.apply(grads[:-1], variables)
-            delta = delta + projections.steepest_ascent_step(grads[-1], attack.epsilon,
-                                                             attack.norm)
+                return self.compute_loss(model, x, x_adv, y, sample_weight)
+
+            out, (grad,) = minimize(loss_fn, watch=[delta])
+            delta = delta + projections.steepest_ascent_step(grad, attack.epsilon, attack.norm)
             delta = projections.project(x + delta, x, attack.epsilon, attack.norm) - x
         self._delta.assign(tf.concat([delta, stored[batch:]], 0))
-        clean_logits = (tf.stop_gradient(model(x, training=False))
-                        if getattr(model, "train_clean_accuracy", True) else None)
-        adv_logits = tf.stop_gradient(model.head_logits(z_adv, kind="inference"))
-        return LossOutput(loss, {}, clean_logits, adv_logits)
+        return out
 
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
+        """PGD-AT's loss on the replayed batch; the adversarial logits of the replay for the logs."""
         z_adv = model.features(x_adv, training=True)
         loss = weighted_mean(sparse_ce(model.head_logits(z_adv, y, kind="train"), y),
                              sample_weight)
-        return LossOutput(loss, {})
+        return LossOutput(loss, {}, None,
+                          tf.stop_gradient(model.head_logits(z_adv, kind="inference")))
 
     def get_config(self):
         return {"replays": self.replays}

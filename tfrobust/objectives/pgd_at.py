@@ -26,14 +26,13 @@ class PGDAT(Objective):
     """
 
     term_names = ()
+    # The loss needs no clean pass: RobustModel makes one, outside the tape, if it logs
+    # clean accuracy.
+    computes_clean_logits = False
 
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         z_adv = model.features(x_adv, training=True)
         adv_train_logits = model.head_logits(z_adv, y, kind="train")
         loss = weighted_mean(sparse_ce(adv_train_logits, y), sample_weight)
-        # Clean accuracy for the logs, outside the gradient: one inference forward pass,
-        # skipped when the model does not log it.
-        clean_logits = (tf.stop_gradient(model(x, training=False))
-                        if getattr(model, "train_clean_accuracy", True) else None)
         adv_logits = tf.stop_gradient(model.head_logits(z_adv, y, kind="inference"))
-        return LossOutput(loss, {}, clean_logits, adv_logits)
+        return LossOutput(loss, {}, None, adv_logits)
