@@ -6,6 +6,8 @@ import os
 import keras
 import numpy as np
 
+from tfrobust.utils.files import sync, write_text
+
 STATE_FILE = "state.json"
 _PREFIX = "backup-"
 
@@ -183,13 +185,13 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         stem = f"{_PREFIX}{self._saves}"
         weights = f"{stem}.weights.h5"
         self.model.save_weights(os.path.join(self.backup_dir, weights), overwrite=True)
-        _fsync(os.path.join(self.backup_dir, weights))
+        sync(os.path.join(self.backup_dir, weights))
         carried = None
         variables = objective_states(self.model)
         if variables and self.model.distribute_strategy.num_replicas_in_sync == 1:
             carried = f"{stem}.objective.npz"
             np.savez(os.path.join(self.backup_dir, carried), *[v.numpy() for v in variables])
-            _fsync(os.path.join(self.backup_dir, carried))
+            sync(os.path.join(self.backup_dir, carried))
         state = {
             "epoch": self._current_epoch, "batches_done": self._batches_done,
             "batch": self._last_batch_seen, "saves": self._saves,
@@ -197,18 +199,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             "seed_generators": [np.asarray(v.numpy()).tolist() for v in seed_states(self.model)],
             "history": self.history,
         }
-        path = os.path.join(self.backup_dir, STATE_FILE)
-        with open(path + ".tmp", "w") as handle:
-            json.dump(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(path + ".tmp", path)
+        write_text(os.path.join(self.backup_dir, STATE_FILE), json.dumps(state))
         for name in os.listdir(self.backup_dir):
             if name.startswith(_PREFIX) and name not in (weights, carried):
                 os.remove(os.path.join(self.backup_dir, name))
-
-
-def _fsync(path):
-    """Flush a written file to disk, so `state.json` never names a file still in memory."""
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())

@@ -8,6 +8,8 @@ The backup itself is `tfrobust.backup.BackupAndRestore` (and the shuffle order
 import json
 import os
 
+from tfrobust.utils.files import write_atomic
+
 OPTIONS_FILE = "options.json"
 # Options a resumed run may change: where it writes, and how long it trains.
 MAY_CHANGE = ("output", "overwrite", "epochs", "backup_every")
@@ -64,19 +66,3 @@ def write_options(directory, options):
             json.dump(_normal(options), handle, indent=2)
 
     write_atomic(os.path.join(directory, OPTIONS_FILE), write)
-
-
-def write_atomic(path, write):
-    """`write(temporary_path)`, then rename it to `path`: readers see the old file or the new.
-
-    The temporary name keeps the file's extension (Keras checks `.keras`); a
-    failed write leaves no temporary file behind.
-    """
-    directory, name = os.path.split(path)
-    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

@@ -243,7 +243,7 @@ def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dir,
 
 def _write_artefacts(options, info, model, history, test, train_seconds, resumed_after):
     """model.keras, history.json, config.json, each written whole (renamed into place)."""
-    from tfrobust.cli.resume import write_atomic
+    from tfrobust.utils.files import write_atomic
     from tfrobust.utils.provenance import provenance
 
     out = options["output"]

@@ -15,6 +15,7 @@ import secrets
 import shutil
 
 from tfrobust.utils import validation
+from tfrobust.utils.files import sync, sync_tree
 
 _VERSION_NAME = re.compile(r"^[0-9]+$")
 _TEMP_PREFIX = ".tmp-"
@@ -64,12 +65,12 @@ def write_version(directory, version, write, overwrite=False):
     os.mkdir(staging)  # with the permissions of os.makedirs, so the server can read it
     try:
         write(staging)
-        _sync_tree(staging)
+        sync_tree(staging)
         _move_into_place(staging, target, version, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _sync(directory)
+    sync(directory)
     return target
 
 
@@ -112,25 +113,3 @@ def _move_into_place(staging, target, version, overwrite):
 def _sibling(directory, prefix, version):
     """A fresh path in `directory` whose name TF Serving does not take for a version."""
     return os.path.join(directory, f"{prefix}{version}-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _sync_tree(path):
-    """Flush the written files to disk, so a crash after the rename cannot leave them empty."""
-    for root, _, files in os.walk(path):
-        for name in files:
-            _sync(os.path.join(root, name))
-        _sync(root)
-
-
-def _sync(path):
-    """fsync one file or directory; best effort where the platform cannot (Windows directories)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platform specific
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - platform specific
-        pass
-    finally:
-        os.close(fd)
