@@ -16,27 +16,31 @@ import numpy as np
 
 import tfrobust
 from benchmarks.common import machine, write_json
-from tfrobust import attacks, objectives
+from tfrobust import attacks, recipe
 from tfrobust.models import RobustModel, small_cnn
 
-FRAMEWORKS = {
-    "standard": lambda: objectives.Standard(),
-    "pgd-at": lambda: objectives.PGDAT(),
-    "pgd-at (mixed_bfloat16)": lambda: objectives.PGDAT(),
-    "trades": lambda: objectives.TRADES(),
-    "alp": lambda: objectives.ALP(),
-    "free-at": lambda: objectives.FreeAT(replays=4),
-    "fast-at": lambda: objectives.FastAT(),
-}
+# Every registered method at its reference hyperparameters, and PGD-AT in mixed bfloat16.
+BFLOAT16 = " (mixed_bfloat16)"
+
+
+def frameworks():
+    """Row names: each method of `tfrobust.recipe.methods()`, and PGD-AT in bfloat16."""
+    names = list(recipe.methods())
+    return names + [f"pgd-at{BFLOAT16}"]
+
+
+def objective(name):
+    method = name.replace(BFLOAT16, "")
+    return recipe.build_objective(recipe.resolve(dict(recipe.defaults(), method=method)))
 
 
 def train_one(name, train, epochs, epsilon):
-    policy = "mixed_bfloat16" if "bfloat16" in name else "float32"
+    policy = "mixed_bfloat16" if name.endswith(BFLOAT16) else "float32"
     keras.mixed_precision.set_global_policy(policy)
     try:
         keras.utils.set_random_seed(0)
         model = RobustModel(small_cnn(), keras.layers.Dense(10, dtype="float32"),
-                            objective=FRAMEWORKS[name](),
+                            objective=objective(name),
                             attack=attacks.PGD(epsilon=epsilon, num_steps=10), eval_attack=False)
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
         model.fit(train.take(2), epochs=1, verbose=0)  # trace and compile outside the timing
@@ -62,7 +66,7 @@ def main(argv=None):
     x_test, y_test = tfrobust.data.load_arrays("mnist-sample", "test", limit=test_n)
     evaluation = attacks.PGD(epsilon=epsilon, num_steps=20, seed=1)
     rows = {}
-    for name in FRAMEWORKS:
+    for name in frameworks():
         model, seconds = train_one(name, train, epochs, epsilon)
         clean = float(np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test))
         x_adv = np.concatenate([evaluation(model, x_test[i:i + 250], y_test[i:i + 250]).numpy()

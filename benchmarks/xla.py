@@ -16,18 +16,16 @@ import keras
 
 import tfrobust
 from benchmarks.common import machine, timed, write_json
-from tfrobust import attacks
+from tfrobust import attacks, recipe
 from tfrobust.models import RobustModel, small_cnn
-
-
-FRAMEWORKS = ("pgd-at", "trades", "alp", "free-at", "fast-at", "standard")
 
 
 def build(jit_compile, num_steps, framework="pgd-at"):
     keras.utils.set_random_seed(0)
-    model = RobustModel(small_cnn(), keras.layers.Dense(10), objective=framework,
+    objective = recipe.build_objective(recipe.resolve(dict(recipe.defaults(), method=framework)))
+    model = RobustModel(small_cnn(), keras.layers.Dense(10), objective=objective,
                         attack=attacks.PGD(epsilon=0.3, num_steps=num_steps)
-                        if framework != "standard" else None, eval_attack=False)
+                        if objective.needs_attack else None, eval_attack=False)
     model.compile(optimizer="adam", jit_compile=jit_compile)
     return model
 
@@ -50,12 +48,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="PGD-AT only, fewer examples")
     parser.add_argument("--frameworks", default=None,
-                        help="comma-separated (default: pgd-at with --quick, else all)")
+                        help="comma-separated (default: pgd-at with --quick, else every "
+                             "registered method)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     examples, repeats = (1024, 2) if args.quick else (1024, 3)
     frameworks = (args.frameworks.split(",") if args.frameworks else
-                  ["pgd-at"] if args.quick else list(FRAMEWORKS))
+                  ["pgd-at"] if args.quick else list(recipe.methods()))
     output = args.output or f"benchmarks/results/xla{'.quick' if args.quick else ''}.json"
     num_steps, batch_size = 10, 128
     train = tfrobust.data.load("mnist-sample", batch_size=batch_size, limit=examples)

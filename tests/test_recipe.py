@@ -28,12 +28,12 @@ class MixedAT(objectives.Objective):
 
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         z, z_adv = model.features(x, training=True), model.features(x_adv, training=True)
-        clean = sparse_ce(model.head_logits(z, y, kind="train"), y)
-        adv = sparse_ce(model.head_logits(z_adv, y, kind="train"), y)
+        clean = sparse_ce(model.use_logits(z, "loss", y), y)
+        adv = sparse_ce(model.use_logits(z_adv, "loss", y), y)
         loss = weighted_mean(self.gamma * adv + (1 - self.gamma) * clean, sample_weight)
         return LossOutput(loss, {"clean_loss": tf.reduce_mean(clean)},
-                          model.head_logits(z, kind="inference"),
-                          model.head_logits(z_adv, kind="inference"))
+                          model.use_logits(z, "evaluation"),
+                          model.use_logits(z_adv, "evaluation"))
 
     def get_config(self):
         return {"gamma": self.gamma}

@@ -169,6 +169,9 @@ def test_the_logit_uses_are_those_of_the_he_reference(he_model):
     z = model.backbone(x)
     np.testing.assert_allclose(model.use_logits(z, "loss", y).numpy(),
                                15 * (cos - 0.2 * np.eye(10)[y]), atol=1e-5)
+    # TRADES' KL, ALP's pairing and ADR's regularisers compare s * cos, without margin.
+    np.testing.assert_allclose(model.use_logits(z, "regularizer", y).numpy(), 15 * cos,
+                               atol=1e-5)
     with pytest.raises(ValueError, match="use='loss'"):
         model.logits_fn("loss")
     with pytest.raises(ValueError, match="use='served'"):

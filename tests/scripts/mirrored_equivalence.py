@@ -19,23 +19,18 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfrobust import attacks, data, objectives  # noqa: E402
+from tfrobust import attacks, data, objectives, recipe  # noqa: E402
 from tfrobust.models import RobustModel  # noqa: E402
 
 # Deterministic inner attacks: each replica draws random starts for its own
 # slice from its own stream, which cannot reproduce a single device's draw, so
-# random starts are off. TRADES without its Gaussian start sits exactly at the
-# KL's minimum, where the sign of a round-off gradient decides the step, so its
-# inner attack takes no steps here: the test covers its loss and the gradient
-# reduction, not its attack.
-OBJECTIVES = {
-    "standard": lambda: objectives.Standard(),
-    "pgd-at": lambda: objectives.PGDAT(),
-    "trades": lambda: objectives.TRADES(beta=6.0, init_std=0.0),
-    "alp": lambda: objectives.ALP(beta=0.5),
-    "free-at": lambda: objectives.FreeAT(replays=3),
-    "fast-at": lambda: objectives.FastAT(random_start=False),
-    # ADR's per-example terms, then all terms (global ones pair within a replica).
+# random starts are off (any objective's `init_std` or `random_start`). TRADES
+# without its Gaussian start sits exactly at the KL's minimum, where the sign of a
+# round-off gradient decides the step, so its inner attack takes no steps here: the
+# test covers its loss and the gradient reduction, not its attack.
+DETERMINISTIC = {"init_std": 0.0, "random_start": False}
+# ADR's per-example terms, then all terms (global ones pair within a replica).
+ADR = {
     "adr-local": lambda: objectives.ADR("pgd-at", [
         objectives.regularizers.LocalCompactness(1.0),
         objectives.regularizers.LocalSmoothness(1.0),
@@ -44,13 +39,23 @@ OBJECTIVES = {
 }
 
 
+def objective(method):
+    """ADR as above, or any registered method at its reference hyperparameters, deterministic."""
+    if method in ADR:
+        return ADR[method]()
+    built = recipe.build_objective(recipe.resolve(dict(recipe.defaults(), method=method)))
+    config = built.get_config()
+    return type(built).from_config(
+        {**config, **{k: v for k, v in DETERMINISTIC.items() if k in config}})
+
+
 def build(method):
     keras.utils.set_random_seed(0)
     backbone = keras.Sequential([
         keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 5, strides=2, activation="relu"),
         keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"),
     ])
-    model = RobustModel(backbone, keras.layers.Dense(10), objective=OBJECTIVES[method](),
+    model = RobustModel(backbone, keras.layers.Dense(10), objective=objective(method),
                         attack=attacks.PGD(epsilon=0.3, num_steps=0 if method == "trades" else 3,
                                            step_size=0.1, random_start=False),
                         eval_attack=False)

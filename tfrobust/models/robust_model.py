@@ -15,7 +15,9 @@ _LOGIT_KINDS = ("inference", "attack", "train")
 #: `tfrobust.evaluate`, every attack given a RobustModel, and the export. The values are
 #: the head's kinds; for the hypersphere head (SPEC section 2, the HE reference code):
 LOGIT_USES = {
-    "loss": "train",                    # s * (cos - m * onehot(y)): the training loss
+    "loss": "train",                    # s * (cos - m * onehot(y)): the training loss's CE
+    "regularizer": "attack",            # s * cos: the loss terms comparing two predictions
+                                        # (TRADES' KL, ALP's pairing, ADR's regularisers)
     "training_attack": "attack",        # s * cos: crafting training examples (TRADES too)
     "evaluation": "inference",          # cos: call(), val_adv_accuracy, tfrobust.evaluate,
                                         # AutoAttack and every attack, the exported logits
@@ -167,9 +169,9 @@ class RobustModel(keras.Model):
         The backbone runs in inference mode, except for `"training_attack"`
         with `attack_bn="training"`.
         """
-        if use not in LOGIT_USES or use == "loss":
-            uses = tuple(u for u in LOGIT_USES if u != "loss")
-            raise ValueError(f"Expected use in {uses} (the loss needs labels). Received: "
+        if use not in LOGIT_USES or use in ("loss", "regularizer"):
+            uses = tuple(u for u in LOGIT_USES if u not in ("loss", "regularizer"))
+            raise ValueError(f"Expected use in {uses} (the loss uses are for objectives). Received: "
                              f"use={use!r}")
         training = use == "training_attack" and self.attack_bn == "training"
 

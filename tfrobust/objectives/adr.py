@@ -129,11 +129,11 @@ class ADR(Objective):
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         h, z = self._forward(model, x)
         h_adv, z_adv = self._forward(model, x_adv)
-        logits, logits_adv = (model.head_logits(z, y, kind="attack"),
-                              model.head_logits(z_adv, y, kind="attack"))
-        clean_ce = sparse_ce(model.head_logits(z, y, kind="train"), y)
+        logits, logits_adv = (model.use_logits(z, "regularizer", y),
+                              model.use_logits(z_adv, "regularizer", y))
+        clean_ce = sparse_ce(model.use_logits(z, "loss", y), y)
         if self.base == "pgd-at":
-            second = sparse_ce(model.head_logits(z_adv, y, kind="train"), y)
+            second = sparse_ce(model.use_logits(z_adv, "loss", y), y)
             per_example = 0.5 * clean_ce + 0.5 * second
             terms = {"clean_loss": tf.reduce_mean(clean_ce), "adv_loss": tf.reduce_mean(second)}
         else:
@@ -147,8 +147,8 @@ class ADR(Objective):
             per_example = per_example + regularizer.weight * value
             terms[regularizer.name] = tf.reduce_mean(value)
         return LossOutput(weighted_mean(per_example, sample_weight), terms,
-                          tf.stop_gradient(model.head_logits(z, kind="inference")),
-                          tf.stop_gradient(model.head_logits(z_adv, kind="inference")))
+                          tf.stop_gradient(model.use_logits(z, "evaluation")),
+                          tf.stop_gradient(model.use_logits(z_adv, "evaluation")))
 
     def get_config(self):
         return {"base": self.base, "layer": self.layer, "beta": self.beta,

@@ -35,16 +35,16 @@ class ALP(Objective):
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         z = model.features(x, training=True)
         z_adv = model.features(x_adv, training=True)
-        clean = sparse_ce(model.head_logits(z, y, kind="train"), y)
-        adv = sparse_ce(model.head_logits(z_adv, y, kind="train"), y)
-        diff = tf.cast(model.head_logits(z, y, kind="attack"), tf.float32) - tf.cast(
-            model.head_logits(z_adv, y, kind="attack"), tf.float32)
+        clean = sparse_ce(model.use_logits(z, "loss", y), y)
+        adv = sparse_ce(model.use_logits(z_adv, "loss", y), y)
+        diff = tf.cast(model.use_logits(z, "regularizer", y), tf.float32) - tf.cast(
+            model.use_logits(z_adv, "regularizer", y), tf.float32)
         pairing = tf.reduce_mean(tf.square(diff), axis=-1)
         loss = weighted_mean(0.5 * clean + 0.5 * adv + self.beta * pairing, sample_weight)
         terms = {"clean_loss": tf.reduce_mean(clean), "adv_loss": tf.reduce_mean(adv),
                  "pairing_loss": tf.reduce_mean(pairing)}
-        return LossOutput(loss, terms, tf.stop_gradient(model.head_logits(z, kind="inference")),
-                          tf.stop_gradient(model.head_logits(z_adv, kind="inference")))
+        return LossOutput(loss, terms, tf.stop_gradient(model.use_logits(z, "evaluation")),
+                          tf.stop_gradient(model.use_logits(z_adv, "evaluation")))
 
     def get_config(self):
         return {"beta": self.beta}

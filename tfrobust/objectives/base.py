@@ -130,9 +130,14 @@ class ModelView:
         """The backbone's feature vector, in training mode unless told otherwise."""
         return self._model.features(x, training=training)
 
-    def head_logits(self, features, labels=None, kind="inference"):
-        """The head's `"inference"`, `"attack"` or `"train"` logits on `features`."""
-        return self._model.head_logits(features, labels, kind=kind)
+    def use_logits(self, features, use, labels=None):
+        """The head's logits on `features` for one use of `RobustModel.LOGIT_USES`.
+
+        An objective's uses: `"loss"` (its cross-entropies), `"regularizer"` (the
+        terms that compare two predictions: TRADES' KL, ALP's pairing, ADR's
+        regularisers) and `"evaluation"` (the logged accuracies).
+        """
+        return self._model.use_logits(features, use, labels)
 
     def attack_logits_fn(self):
         """Images to the logits the training attack maximises its loss through."""

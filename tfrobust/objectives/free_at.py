@@ -103,10 +103,10 @@ class FreeAT(Objective):
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         """PGD-AT's loss on the replayed batch; the adversarial logits of the replay for the logs."""
         z_adv = model.features(x_adv, training=True)
-        loss = weighted_mean(sparse_ce(model.head_logits(z_adv, y, kind="train"), y),
+        loss = weighted_mean(sparse_ce(model.use_logits(z_adv, "loss", y), y),
                              sample_weight)
         return LossOutput(loss, {}, None,
-                          tf.stop_gradient(model.head_logits(z_adv, kind="inference")))
+                          tf.stop_gradient(model.use_logits(z_adv, "evaluation")))
 
     def get_config(self):
         return {"replays": self.replays}

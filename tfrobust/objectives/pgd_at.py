@@ -32,7 +32,7 @@ class PGDAT(Objective):
 
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         z_adv = model.features(x_adv, training=True)
-        adv_train_logits = model.head_logits(z_adv, y, kind="train")
+        adv_train_logits = model.use_logits(z_adv, "loss", y)
         loss = weighted_mean(sparse_ce(adv_train_logits, y), sample_weight)
-        adv_logits = tf.stop_gradient(model.head_logits(z_adv, y, kind="inference"))
+        adv_logits = tf.stop_gradient(model.use_logits(z_adv, "evaluation"))
         return LossOutput(loss, {}, None, adv_logits)

@@ -19,5 +19,5 @@ class Standard(Objective):
 
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         z = model.features(x, training=True)
-        loss = weighted_mean(sparse_ce(model.head_logits(z, y, kind="train"), y), sample_weight)
-        return LossOutput(loss, {}, model.head_logits(z, y, kind="inference"), None)
+        loss = weighted_mean(sparse_ce(model.use_logits(z, "loss", y), y), sample_weight)
+        return LossOutput(loss, {}, model.use_logits(z, "evaluation"), None)

@@ -44,13 +44,13 @@ class TRADES(Objective):
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         z = model.features(x, training=True)
         z_adv = model.features(x_adv, training=True)
-        natural = sparse_ce(model.head_logits(z, y, kind="train"), y)
-        robust = kl_divergence(model.head_logits(z, y, kind="attack"),
-                               model.head_logits(z_adv, y, kind="attack"))
+        natural = sparse_ce(model.use_logits(z, "loss", y), y)
+        robust = kl_divergence(model.use_logits(z, "regularizer", y),
+                               model.use_logits(z_adv, "regularizer", y))
         loss = weighted_mean(natural + self.beta * robust, sample_weight)
         terms = {"natural_loss": tf.reduce_mean(natural), "robust_loss": tf.reduce_mean(robust)}
-        return LossOutput(loss, terms, tf.stop_gradient(model.head_logits(z, kind="inference")),
-                          tf.stop_gradient(model.head_logits(z_adv, kind="inference")))
+        return LossOutput(loss, terms, tf.stop_gradient(model.use_logits(z, "evaluation")),
+                          tf.stop_gradient(model.use_logits(z_adv, "evaluation")))
 
     def get_config(self):
         return {"beta": self.beta, "init_std": self.init_std}
