@@ -14,9 +14,10 @@ _TINY = 1e-12
 
 
 def cross_entropy(logits, labels, clean_logits=None, target=None):
-    """Sparse softmax cross-entropy, (B,)."""
+    """Sparse softmax cross-entropy in float32, (B,): the one used by attacks and objectives."""
     del clean_logits, target
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=tf.cast(logits, tf.float32))
 
 
 def _true_and_best_other(logits, labels):
@@ -77,6 +78,10 @@ def kl_to_clean(logits, labels, clean_logits=None, target=None):
     del labels, target
     if clean_logits is None:
         raise ValueError("The 'kl' loss needs the clean logits. Received: clean_logits=None")
+    # The same KL as `tfrobust.objectives.base.kl_divergence` (TRADES' loss), written with
+    # softmax(p) where the loss has exp(log_softmax(p)): one ulp apart, which TRADES' sign
+    # steps and Adam's first update amplify beyond 1e-6 in three steps (pin_behaviour.py),
+    # so each keeps its form.
     p_clean = tf.nn.softmax(clean_logits)
     return tf.reduce_sum(
         p_clean * (tf.nn.log_softmax(clean_logits) - tf.nn.log_softmax(logits)), axis=-1

@@ -4,6 +4,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from tfrobust.attacks import losses
 from tfrobust.utils.registry import Registry
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +67,8 @@ def weighted_mean(per_example, sample_weight=None):
 
 
 def sparse_ce(logits, y):
-    """Per-example sparse softmax cross-entropy in float32, (B,)."""
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=y, logits=tf.cast(logits, tf.float32)
-    )
+    """Per-example sparse softmax cross-entropy in float32, (B,) (`attacks.losses.cross_entropy`)."""
+    return losses.cross_entropy(logits, y)
 
 
 def derived_pgd(attack, **overrides):
@@ -89,7 +88,11 @@ def derived_pgd(attack, **overrides):
 
 
 def kl_divergence(p_logits, q_logits):
-    """Per-example KL(softmax(p) || softmax(q)) in float32, (B,)."""
+    """Per-example KL(softmax(p) || softmax(q)) in float32, (B,).
+
+    TRADES' loss term; its attack's `attacks.losses.kl_to_clean` computes the same
+    quantity one ulp differently (see there).
+    """
     p_logits = tf.cast(p_logits, tf.float32)
     q_logits = tf.cast(q_logits, tf.float32)
     log_p = tf.nn.log_softmax(p_logits)
