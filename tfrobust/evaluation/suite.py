@@ -21,7 +21,7 @@ from tfrobust.evaluation import checks as checks_lib
 from tfrobust.evaluation.inputs import BASE_STEPS, label
 from tfrobust.evaluation.store import digest
 
-MORE = 5                   # more_steps: 5x the steps; more_restarts: 5 restarts
+MORE = 5                     # more_steps: 5x the steps; more_restarts: 5 restarts
 CHECK_SQUARE_QUERIES = 1000  # black_box, when the ensemble has no gradient-free attack
 
 _REGISTRY = {}  # name -> class, in registration order: the order of the report
@@ -43,7 +43,7 @@ def names():
 def get(name):
     """A new instance of the check registered as `name`."""
     if name not in _REGISTRY:
-        raise ValueError(f"Expected a check name among {list(_REGISTRY)}. Received: {name!r}")
+        raise ValueError(f"Expected a check name among {list(_REGISTRY)}. Received: name={name!r}")
     return _REGISTRY[name]()
 
 
@@ -132,12 +132,12 @@ class EvaluationCheck:
 
     def attacks(self, context):
         """The attacks this check runs on every correctly classified point, as
-        `(attack, scale)` pairs (`scale`: None for the logits as they are)."""
-        return []
+        `(attack, scale)` pairs (`scale`: None for the logits as they are).
 
-    def num_units(self, context):
-        """The units (an attack on a batch) this check runs on its own."""
-        return context.runner.num_chunks * len(self.attacks(context))
+        Each runs one unit per batch: these are the units the check declares
+        (`planned_units` counts them for the progress bar).
+        """
+        return []
 
     def ensemble_run_on_all(self, members):
         """Indices of ensemble members whose standalone results this check reuses:
