@@ -127,6 +127,12 @@ def attack_in_turn(num_attacks, candidates, attack_batch, batch_size, *, regroup
 
     Returns:
         An `EnsembleCounts`.
+
+    Example: attack `i` fools exactly example `i`.
+
+    >>> counts = attack_in_turn(2, [True, True, False], lambda i, idx, g: (idx == i, 0.0), 8)
+    >>> counts.broken_by.tolist(), counts.attacked.tolist()
+    ([0, 1, -2], [2, 1])
     """
     candidates = np.asarray(candidates, bool)
     run_on_all = set(run_on_all)
