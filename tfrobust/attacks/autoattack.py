@@ -70,6 +70,109 @@ class EnsembleResult:
         return float(np.mean(self.robust))
 
 
+@dataclasses.dataclass
+class EnsembleCounts:
+    """Which attack broke each example, and what each attack did (see `attack_in_turn`).
+
+    Attributes:
+        broken_by: (N,) int, the index of the first attack that broke the
+            example; -1 if it stayed robust, -2 if it was not a candidate
+            (the model is wrong on the clean input).
+        attacked: (num_attacks,) int, examples each attack ran on while they
+            were still robust.
+        broken: (num_attacks,) int, examples each attack broke first.
+        robust_accuracy_after: (num_attacks,) robust accuracy after each
+            attack, over all N examples.
+        seconds: (num_attacks,) the seconds each attack's calls reported.
+    """
+
+    broken_by: np.ndarray
+    attacked: np.ndarray
+    broken: np.ndarray
+    robust_accuracy_after: np.ndarray
+    seconds: np.ndarray
+
+
+def attack_in_turn(num_attacks, candidates, attack_batch, batch_size, *, regroup=True,
+                   run_on_all=(), on_batch=None):
+    """AutoAttack's orchestration: attacks in turn, each only on the examples still robust.
+
+    The candidates (the examples the model classifies correctly) start robust;
+    an example is broken by the first attack whose output fools the model and
+    is not attacked again. This is the one implementation of that rule:
+    `run_ensemble` (AutoAttack) and `tfrobust.evaluate` both call it, with
+    their own `attack_batch` (the evaluation's caches each call and counts
+    invalid adversarial examples).
+
+    Args:
+        num_attacks: how many attacks run, in order (indices 0 to num_attacks - 1).
+        candidates: (N,) bool, the examples to attack.
+        attack_batch: `attack_batch(index, indices, group) -> (fooled, seconds)`
+            runs attack `index` on the examples `indices` (a non-empty int
+            array) and returns, per example, whether its adversarial example
+            fools the model, and the seconds spent. `group` numbers the batch.
+        batch_size: most examples per call.
+        regroup: True: before each attack, the examples still robust are
+            grouped anew into full batches (fewest calls), and attacks run one
+            after the other. False: fixed groups, the candidates in slices of
+            `batch_size`; each group goes through every attack before the next
+            group starts, each attack on the group's examples still robust. A
+            call is then determined by the group and what earlier attacks found
+            in it alone, so a caller can cache it per group.
+        run_on_all: with fixed groups, indices of attacks that run on every
+            example of the group, broken ones too, so that their results also
+            stand alone; they break only the examples still robust.
+        on_batch: optional `on_batch(index, attacked, broken_by)` after each
+            call, with the counts so far (`attacked[index]` is this attack's).
+
+    Returns:
+        An `EnsembleCounts`.
+
+    Example: attack `i` fools exactly example `i`.
+
+    >>> counts = attack_in_turn(2, [True, True, False], lambda i, idx, g: (idx == i, 0.0), 8)
+    >>> counts.broken_by.tolist(), counts.attacked.tolist()
+    ([0, 1, -2], [2, 1])
+    """
+    candidates = np.asarray(candidates, bool)
+    run_on_all = set(run_on_all)
+    if regroup and run_on_all:
+        raise ValueError("Expected run_on_all only with fixed groups (regroup=False). "
+                         f"Received: regroup=True, run_on_all={sorted(run_on_all)}")
+    broken_by = np.where(candidates, -1, -2)
+    attacked = np.zeros(num_attacks, np.int64)
+    seconds = np.zeros(num_attacks)
+
+    def turn(index, group, examples):
+        alive = broken_by[examples] == -1
+        indices = examples if index in run_on_all else examples[alive]
+        if not len(indices):
+            return
+        fooled, spent = attack_batch(index, indices, group)
+        broken_by[indices[np.asarray(fooled, bool) & (broken_by[indices] == -1)]] = index
+        attacked[index] += int(alive.sum())
+        seconds[index] += spent
+        if on_batch is not None:
+            on_batch(index, attacked, broken_by)
+
+    if regroup:
+        for index in range(num_attacks):
+            for group, examples in enumerate(_groups(broken_by == -1, batch_size)):
+                turn(index, group, examples)
+    else:
+        for group, examples in enumerate(_groups(candidates, batch_size)):
+            for index in range(num_attacks):
+                turn(index, group, examples)
+    broken = np.bincount(broken_by[broken_by >= 0], minlength=num_attacks).astype(np.int64)
+    after = (int(candidates.sum()) - np.cumsum(broken)) / len(candidates)
+    return EnsembleCounts(broken_by, attacked, broken, after, seconds)
+
+
+def _groups(mask, batch_size):
+    indices = np.flatnonzero(mask)
+    return [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+
+
 def _predict(logits_fn, x, batch_size):
     predictions = [np.argmax(logits_fn(tf.constant(x[i:i + batch_size])).numpy(), -1)
                    for i in range(0, len(x), batch_size)]
@@ -80,8 +183,8 @@ def run_ensemble(attacks, model, x, y, batch_size=256, verbose=True):
     """Run `attacks` in turn, each only on the examples still robust.
 
     This is AutoAttack's orchestration (an example broken by one attack is not
-    attacked again) over a list of attack objects. The result is the
-    per-example worst case over the attacks.
+    attacked again, see `attack_in_turn`) over a list of attack objects. The
+    result is the per-example worst case over the attacks.
 
     Args:
         attacks: a list of `Attack` objects (or names/configs for `attacks.get`).
@@ -102,34 +205,30 @@ def run_ensemble(attacks, model, x, y, batch_size=256, verbose=True):
     y = validation.check_labels(y, name="y", num_examples=len(x))
     logits_fn = as_logits_fn(model)
     correct = _predict(logits_fn, x, batch_size) == y
-    robust = correct.copy()
-    broken_by = np.where(correct, -1, -2)
     x_adv = x.copy()
-    after, seconds, attacked = [], [], []
-    progress = keras.utils.Progbar(len(attacks) * len(x), unit_name="example") if verbose else None
-    done = 0
-    for index, attack in enumerate(attacks):
+
+    def attack_batch(index, indices, group):
         started = time.perf_counter()
-        todo = np.flatnonzero(robust)
-        attacked.append(int(len(todo)))
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            candidate = attack(model, x[chunk], y[chunk]).numpy()
-            fooled = _predict(logits_fn, candidate, batch_size) != y[chunk]
-            hit = chunk[fooled]
-            x_adv[hit] = candidate[fooled]
-            robust[hit] = False
-            broken_by[hit] = index
-            if progress is not None:
-                progress.update(done + start + len(chunk),
-                                values=[("robust_accuracy", float(np.mean(robust)))])
-        done += len(x)
-        if progress is not None:
-            progress.update(done, values=[("robust_accuracy", float(np.mean(robust)))])
-        seconds.append(time.perf_counter() - started)
-        after.append(float(np.mean(robust)))
+        candidate = attacks[index](model, x[indices], y[indices]).numpy()
+        fooled = _predict(logits_fn, candidate, batch_size) != y[indices]
+        x_adv[indices[fooled]] = candidate[fooled]
+        return fooled, time.perf_counter() - started
+
+    progress = keras.utils.Progbar(len(attacks) * len(x), unit_name="example") if verbose else None
+
+    def on_batch(index, attacked, broken_by):
+        progress.update(index * len(x) + int(attacked[index]),
+                        values=[("robust_accuracy", float(np.mean(broken_by == -1)))])
+
+    counts = attack_in_turn(len(attacks), correct, attack_batch, batch_size,
+                            on_batch=on_batch if verbose else None)
+    robust = counts.broken_by == -1
+    if progress is not None:
+        progress.update(len(attacks) * len(x), values=[("robust_accuracy", float(np.mean(robust)))])
     names = [a.registry_name or type(a).__name__ for a in attacks]
-    return EnsembleResult(x_adv, correct, robust, broken_by, names, after, seconds, attacked)
+    return EnsembleResult(x_adv, correct, robust, counts.broken_by, names,
+                          counts.robust_accuracy_after.tolist(), counts.seconds.tolist(),
+                          counts.attacked.tolist())
 
 
 @dataclasses.dataclass

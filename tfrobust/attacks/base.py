@@ -54,6 +54,13 @@ class Attack:
     """
 
     registry_name = None
+    # What code that uses attacks may ask of one, instead of testing its class:
+    # `gradient_free`: the attack only queries the model's outputs, never its
+    # gradients (the evaluation's black_box check compares such attacks with the
+    # white-box ones); `cost_in_name`: its display name shows `cost`
+    # (`pgd-20`, `square-5000`; AutoAttack's members keep their plain names).
+    gradient_free = False
+    cost_in_name = False
 
     def __init__(self, epsilon, norm="linf", clip_min=0.0, clip_max=1.0, targeted=False,
                  seed=0, jit_compile="auto"):
@@ -79,6 +86,13 @@ class Attack:
         self.jit_compile = jit_compile
         self._calls = 0
         self._compiled = None
+
+    @property
+    def cost(self):
+        """Iterations per restart: gradient steps (`num_steps`), or queries for a
+        gradient-free attack (which overrides this); None for an attack without
+        a single count, such as an ensemble."""
+        return getattr(self, "num_steps", None)
 
     # -- the one method subclasses write -------------------------------------------------
     def perturb(self, model, x, y, seed=None):

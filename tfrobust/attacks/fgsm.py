@@ -36,6 +36,8 @@ class FGSM(PGD):
     >>> x_adv = FGSM(epsilon=0.3)(model, x, y)   # doctest: +SKIP
     """
 
+    cost_in_name = False  # always one step: `fgsm`, not `fgsm-1`
+
     def __init__(self, epsilon, norm="linf", random_start=False, step_size=None, loss="ce",
                  **kwargs):
         for name in ("num_steps", "num_restarts"):

@@ -44,6 +44,8 @@ class PGD(Attack):
     >>> x_adv = attack(model, x, y)   # doctest: +SKIP
     """
 
+    cost_in_name = True
+
     def __init__(self, epsilon, num_steps=10, step_size=None, num_restarts=1,
                  random_start=True, loss="ce", init_std=0.001, **kwargs):
         super().__init__(epsilon, **kwargs)

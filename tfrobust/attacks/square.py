@@ -168,6 +168,9 @@ class Square(Attack):
     >>> x_adv, queries = attack.perturb_and_count(model, x, y)   # doctest: +SKIP
     """
 
+    gradient_free = True
+    cost_in_name = True
+
     def __init__(self, epsilon, norm="linf", num_queries=5000, p_init=0.8, num_restarts=1,
                  loss="margin", **kwargs):
         super().__init__(epsilon, norm=norm, **kwargs)
@@ -182,6 +185,11 @@ class Square(Attack):
         )
         self.loss = validation.check_choice("loss", loss, _LOSSES)
         self._loss_fn = _LOSSES[self.loss]
+
+    @property
+    def cost(self):
+        """Queries per example and restart (`num_queries`)."""
+        return self.num_queries
 
     # -- scores --------------------------------------------------------------------------
     def _objective(self, logits, y):

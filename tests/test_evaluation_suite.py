@@ -1,0 +1,110 @@
+"""The evaluator's registered checks: their order, the units each declares and runs, what the
+attacks declare for them (gradient-free or not, their cost), and the report's attack names."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfrobust
+from tfrobust import attacks
+from tfrobust.evaluation import CHECKS, inputs, suite
+from conftest import predicted, two_class_model
+
+EPSILON = 0.1
+BATCH = 5
+# The attacks each check runs on the correctly classified points: PGD-20 (shared), PGD-100,
+# PGD-20x5, FGSM, Square-1000 (no gradient-free attack in the ensemble below) and PGD-20 on
+# the logits scaled down and up.
+ATTACKS_RUN = {"more_steps": 2, "more_restarts": 2, "single_step": 2, "black_box": 2,
+               "logit_scale": 3}
+
+
+def test_checks_are_registered_in_the_report_order():
+    assert CHECKS == suite.names() == (
+        "epsilon_zero", "monotone_in_epsilon", "large_epsilon", "more_steps", "more_restarts",
+        "single_step", "black_box", "logit_scale", "zero_gradient", "outputs_are_logits",
+        "deterministic", "valid_examples")
+    assert [type(suite.get(name)).__name__ for name in CHECKS[:4]] == [
+        "EpsilonZero", "MonotoneInEpsilon", "LargeEpsilon", "MoreSteps"]
+    with pytest.raises(ValueError, match="'nonsense'"):
+        suite.get("nonsense")
+
+
+class _CountingProgbar:
+    """Stands in for `keras.utils.Progbar`: keeps the planned total and the units added."""
+
+    made = []
+
+    def __init__(self, target, unit_name=None):
+        self.target, self.added = target, 0
+        _CountingProgbar.made.append(self)
+
+    def add(self, count):
+        self.added += count
+
+    def update(self, current, finalize=False):
+        pass
+
+
+@pytest.fixture
+def tiny_case():
+    model = two_class_model(seed=1)
+    x = np.random.default_rng(0).uniform(0.2, 0.8, size=(12, 2, 2, 1)).astype("float32")
+    return model, (x, predicted(model, x))  # all 12 correct: 3 batches of at most 5
+
+
+def _evaluate_counting(monkeypatch, model, data, checks):
+    _CountingProgbar.made.clear()
+    monkeypatch.setattr(keras.utils, "Progbar", _CountingProgbar)
+    report = tfrobust.evaluate(model, data, epsilon=EPSILON, attacks=[attacks.FGSM(EPSILON)],
+                               sweep_attacks=(), checks=checks, batch_size=BATCH, verbose=True)
+    (progress,) = _CountingProgbar.made
+    return report, progress
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_each_check_runs_the_units_it_declares(name, tiny_case, monkeypatch):
+    model, data = tiny_case
+    report, progress = _evaluate_counting(monkeypatch, model, data, [name])
+    chunks, ensemble_units = 3, 3
+    expected = chunks * ATTACKS_RUN.get(name, 0)
+    assert progress.target - ensemble_units == expected  # what the check declared
+    assert progress.added - ensemble_units == expected   # what it ran
+    assert [c.name for c in report.checks] == [name]
+
+
+def test_checks_together_run_a_shared_attack_once(tiny_case, monkeypatch):
+    model, data = tiny_case
+    report, progress = _evaluate_counting(monkeypatch, model, data, True)
+    # The ensemble (1 attack) and 7 distinct check attacks, on 3 batches each.
+    assert progress.target == progress.added == 3 * (1 + 7)
+    assert list(report.check_attacks) == ["pgd-20", "pgd-100", "pgd-20x5", "fgsm",
+                                          "square-1000"]
+    assert report.check("valid_examples").numbers["checked"] == 12 * (1 + 7)
+
+
+@pytest.mark.parametrize("name", attacks.names())
+def test_attacks_declare_gradient_free_and_cost(name):
+    attack = attacks.get(name, epsilon=0.1) if name != "autoattack" else attacks.AutoAttack(0.1)
+    assert attack.gradient_free is (name == "square")
+    expected_cost = {"square": 5000, "autoattack": None, "pgd": 10, "fgsm": 1, "fgsm-rs": 1}
+    assert attack.cost == expected_cost.get(name, 100)
+
+
+def test_labels_show_the_cost_where_the_attack_declares_it():
+    common = {"epsilon": 0.1}
+    assert [inputs.label(a) for a in (
+        attacks.PGD(num_steps=20, **common), attacks.PGD(num_steps=20, num_restarts=5, **common),
+        attacks.FGSM(**common), attacks.FGSMRS(**common), attacks.Square(num_queries=300, **common),
+        attacks.Square(num_queries=300, num_restarts=2, **common), attacks.APGDCE(**common),
+        attacks.APGDTargeted(**common), attacks.FAB(**common), attacks.APGD(loss="dlr", **common),
+    )] == ["pgd-20", "pgd-20x5", "fgsm", "fgsm-rs", "square-300", "square-300x2", "apgd-ce",
+           "apgd-t", "fab-t", "apgd"]
+
+
+def test_white_box_members_stop_at_the_first_gradient_free_member():
+    pgd, fgsm, square = attacks.PGD(0.1), attacks.FGSM(0.1), attacks.Square(0.1)
+    assert suite.white_box_members([pgd, fgsm, square, pgd]) == [0, 1]
+    assert suite.white_box_members([pgd, fgsm]) == [0, 1]
+    assert suite.white_box_members([square, pgd]) == []
+    assert suite.BlackBox().ensemble_run_on_all([pgd, square, fgsm, square]) == {1, 3}

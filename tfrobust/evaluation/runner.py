@@ -1,0 +1,163 @@
+"""The evaluation's work: attack units over batches of the correctly classified points."""
+
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfrobust import attacks as attacks_lib
+from tfrobust.evaluation.inputs import label
+from tfrobust.evaluation.store import digest
+
+_VIOLATIONS = ("outside_ball", "outside_range", "not_finite")
+
+
+class Runner:
+    """Runs attacks on batches of the correctly classified examples, through a cache.
+
+    A unit is one attack on one batch (a fixed slice of `batch_size` correctly
+    classified examples, or the part of it an ensemble member still has to
+    attack). Its result is kept in `cache` under a key of everything it
+    depends on, so a rerun (an interrupted evaluation) reuses it. Every unit
+    also counts the adversarial examples outside the ball, outside the range or
+    not finite (`validity`, per attack); those never count as fooling the model.
+
+    Args:
+        logits_fn: the function from images to the logits attacks see.
+        x, y: the examples and their labels.
+        batch_size: examples per unit.
+        cache: a `UnitStore`.
+        context: what identifies the model and data in unit keys.
+        norm, clip_min, clip_max: the threat model's norm and pixel range.
+    """
+
+    def __init__(self, logits_fn, x, y, batch_size, cache, context, norm, clip_min, clip_max):
+        self.logits_fn = logits_fn
+        self._predict = tf.function(logits_fn, reduce_retracing=True)
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.cache = cache
+        self.context = context
+        self.norm, self.clip_min, self.clip_max = norm, clip_min, clip_max
+        self.progress = None
+        self.units_run = 0  # units asked for (computed or from the cache)
+        self._attacks = {}
+        self._predictors = {}
+        self.validity = {}
+
+    def logits(self, x, predict=None):
+        """The logits of `x`, batch by batch, as a float32 array."""
+        predict = predict or self._predict
+        out = [predict(tf.constant(x[i:i + self.batch_size])).numpy()
+               for i in range(0, len(x), self.batch_size)]
+        return np.concatenate(out).astype(np.float32)
+
+    def set_correct(self, correct):
+        """Which examples the model classifies correctly: the ones attacks run on."""
+        self.correct = correct
+        self.correct_index = np.flatnonzero(correct)
+        self.chunks = [self.correct_index[i:i + self.batch_size]
+                       for i in range(0, len(self.correct_index), self.batch_size)]
+
+    @property
+    def num_chunks(self):
+        """Units per standalone attack (batches of correctly classified examples)."""
+        return len(self.chunks)
+
+    def tick(self, count=1):
+        """Count `count` units as done, on the progress bar too."""
+        self.units_run += count
+        if self.progress is not None and count:
+            self.progress.add(count)
+
+    def _attack(self, attack, tag):
+        """One attack object per config and logits (each keeps its own compiled function)."""
+        key = digest(attacks_lib.serialize(attack), tag)
+        if key not in self._attacks:
+            self._attacks[key] = attack
+        return self._attacks[key]
+
+    def unit(self, attack, indices, unit_seed, logits_fn=None, tag=""):
+        """Attack examples `indices`; returns `fooled`, per example, and validity counts.
+
+        Args:
+            attack: the `Attack`.
+            indices: the examples (int array).
+            unit_seed: the unit's seed, with the attack's own: `[attack.seed, unit_seed]`.
+            logits_fn: the logits to attack, if not the model's (`tag` names them).
+            tag: what distinguishes `logits_fn` in keys and names, e.g. `"logits x 10"`.
+        """
+        config = attacks_lib.serialize(attack)
+        key = digest(self.context, config, tag, int(unit_seed), np.asarray(indices, np.int64))
+        result = self.cache.get(key)
+        if result is None:
+            started = time.perf_counter()
+            attack = self._attack(attack, tag)
+            fn = logits_fn or self.logits_fn
+            x, y = self.x[indices], self.y[indices]
+            x_adv = attack(fn, x, y, seed=tf.constant([attack.seed, int(unit_seed)], tf.int32))
+            x_adv = np.asarray(x_adv, np.float32)
+            if tag not in self._predictors:
+                self._predictors[tag] = tf.function(fn, reduce_retracing=True)
+            fooled = np.argmax(self.logits(x_adv, self._predictors[tag]), -1) != y
+            result = self._violations(x, x_adv, attack.epsilon)
+            valid = ~(result["outside_ball"] | result["outside_range"] | result["not_finite"])
+            result.update(fooled=fooled & valid,
+                          seconds=np.float64(time.perf_counter() - started))
+            self.cache.put(key, result)
+        name = label(attack) + (f" [{tag}]" if tag else "")
+        counts = self.validity.setdefault(name, {**dict.fromkeys(_VIOLATIONS, 0), "checked": 0})
+        for field in _VIOLATIONS:
+            counts[field] += int(np.sum(result[field]))
+        counts["checked"] += len(indices)
+        self.tick()
+        return result
+
+    def _violations(self, x, x_adv, epsilon):
+        """Per example: outside the epsilon-ball, outside the pixel range, not finite."""
+        flat = (x_adv - x).reshape(len(x), -1)
+        if self.norm == "linf":
+            distance = np.abs(flat).max(axis=1, initial=0.0)
+        else:
+            distance = np.sqrt(np.square(flat.astype(np.float64)).sum(axis=1))
+        pixels = x_adv.reshape(len(x), -1)
+        finite = np.isfinite(pixels).all(axis=1)
+        slack = 1e-5 * max(1.0, epsilon)
+        with np.errstate(invalid="ignore"):
+            inside_range = ((pixels.min(axis=1, initial=np.inf) >= self.clip_min - 1e-6)
+                            & (pixels.max(axis=1, initial=-np.inf) <= self.clip_max + 1e-6))
+        return {"outside_ball": ~(distance <= epsilon + slack), "outside_range": ~inside_range,
+                "not_finite": ~finite}
+
+    def standalone(self, attack, logits_fn=None, tag=""):
+        """`attack` on every correctly classified example: `fooled` per such example."""
+        fooled = [self.unit(attack, chunk, b, logits_fn, tag)["fooled"]
+                  for b, chunk in enumerate(self.chunks)]
+        return np.concatenate(fooled) if fooled else np.zeros((0,), bool)
+
+    def accuracy(self, fooled):
+        """Robust accuracy over all examples when `fooled` (per correct example) are broken."""
+        return float((len(self.correct_index) - int(np.sum(fooled))) / len(self.y))
+
+    def ensemble(self, members, run_on_all=()):
+        """The members in turn, each only on the points still robust (`attack_in_turn`).
+
+        Each batch of correctly classified examples is a fixed group, so a
+        member's unit on it depends only on what earlier members found there
+        (and can be reused from the cache); `run_on_all` members run on the
+        whole batch, so their units also serve a standalone run.
+
+        Returns:
+            An `attacks.EnsembleCounts`.
+        """
+        def attack_batch(index, indices, group):
+            result = self.unit(members[index], indices, group)
+            return result["fooled"], float(result["seconds"])
+
+        before = self.units_run
+        counts = attacks_lib.attack_in_turn(len(members), self.correct, attack_batch,
+                                            self.batch_size, regroup=False,
+                                            run_on_all=run_on_all)
+        # A member with nothing left to attack in a batch runs no unit: count it as done.
+        self.tick(self.num_chunks * len(members) - (self.units_run - before))
+        return counts
