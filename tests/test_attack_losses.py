@@ -49,3 +49,12 @@ def test_loss_lookup_and_errors():
         losses.get("hinge")
     with pytest.raises(ValueError, match="clean_logits=None"):
         losses.kl_to_clean(tf.constant(LOGITS), LABELS)
+
+
+def test_runner_up_classes_rank_by_logit_and_break_ties_by_class_index():
+    from tfrobust.attacks.base import runner_up_classes
+
+    logits = tf.constant([[0.1, 3.0, 2.0, 2.0, -1.0],
+                          [5.0, 1.0, 1.0, 1.0, 4.0]])
+    np.testing.assert_array_equal(runner_up_classes(logits, 3).numpy(), [[2, 3, 0], [4, 1, 2]])
+    np.testing.assert_array_equal(runner_up_classes(logits, 1).numpy(), [[2], [4]])

@@ -227,7 +227,7 @@ def test_fab_t_traces_under_xla():
 
 def test_config_round_trip():
     attack = attacks.FAB(epsilon=1.5, norm="l2", num_steps=20, num_restarts=2,
-                         num_target_classes=4, alpha_max=0.2, eta=1.1, beta=0.8, seed=4)
+                         num_target_classes=4, alpha_max=0.2, eta=1.1, backward_step=0.8, seed=4)
     restored = attacks.get(attacks.serialize(attack))
     assert type(restored) is attacks.FAB
     assert restored.get_config() == attack.get_config()
@@ -252,7 +252,7 @@ def test_two_class_model_is_refused():
         ({"epsilon": 0.3, "num_target_classes": 0}, "num_target_classes=0"),
         ({"epsilon": 0.3, "alpha_max": 1.5}, "alpha_max=1.5"),
         ({"epsilon": 0.3, "eta": 0.9}, "eta=0.9"),
-        ({"epsilon": 0.3, "beta": -0.1}, "beta=-0.1"),
+        ({"epsilon": 0.3, "backward_step": -0.1}, "backward_step=-0.1"),
         ({"epsilon": 0.3, "targeted": True}, "targeted=True"),
     ],
 )
@@ -268,3 +268,11 @@ def test_bad_inputs_are_refused_with_the_argument_named():
         attack(model, np.zeros((1, 2, 2, 1), "uint8"), np.array([0]))
     with pytest.raises(ValueError, match="one label per image"):
         attack(model, np.zeros((2, 2, 2, 1), "float32"), np.array([0]))
+
+
+def test_a_file_saved_with_fabs_old_beta_loads_as_its_backward_step():
+    """FAB's backward step was called `beta` (a loss weight everywhere else in tfrobust)."""
+    config = attacks.serialize(attacks.FAB(epsilon=0.3, backward_step=0.7))
+    assert config["config"]["backward_step"] == 0.7 and "beta" not in config["config"]
+    config["config"]["beta"] = config["config"].pop("backward_step")
+    assert attacks.get(config).backward_step == 0.7

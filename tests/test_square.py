@@ -180,7 +180,7 @@ def test_search_stops_once_every_example_is_broken():
     assert queries.min() >= 1
 
 
-@pytest.mark.parametrize("loss,targeted", [("margin", False), ("ce", False), ("margin", True)])
+@pytest.mark.parametrize("loss,targeted", [("cw", False), ("ce", False), ("cw", True)])
 def test_linf_square_reaches_the_optimal_corner_of_a_linear_model(loss, targeted):
     # For a 2-class linear model the margin is separable over pixels: its maximum over the
     # clipped epsilon-box is the corner clip(x + eps * sign(w_other - w_y)). Random search
@@ -325,3 +325,13 @@ def test_a_restart_only_spends_queries_on_unbroken_examples(mnist_sample, traine
     np.testing.assert_array_equal(queries_two[fooled_one], queries_one[fooled_one])
     assert fooled_two.sum() > fooled_one.sum()
     assert np.all(queries_two[~fooled_one] > 20)
+
+
+def test_squares_margin_loss_is_cw_and_old_files_load():
+    """The margin loss is "cw" in every attack; files saved with Square's "margin" still load."""
+    assert attacks.Square(epsilon=0.3).loss == "cw"
+    config = attacks.serialize(attacks.Square(epsilon=0.3, loss="cw"))
+    config["config"]["loss"] = "margin"
+    assert attacks.get(config).loss == "cw"
+    with pytest.raises(ValueError, match="loss='margin'"):
+        attacks.Square(epsilon=0.3, loss="margin")

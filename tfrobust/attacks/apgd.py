@@ -115,7 +115,7 @@ class APGD(Attack):
     # Only APGDTargeted, which chooses target classes itself, may use "dlr-targeted".
     _picks_targets = False
 
-    def __init__(self, epsilon, num_steps=100, num_restarts=1, loss="ce", random_start=True,
+    def __init__(self, epsilon, *, num_steps=100, num_restarts=1, loss="ce", random_start=True,
                  **kwargs):
         super().__init__(epsilon, **kwargs)
         self.num_steps = validation.check_number("num_steps", num_steps, minimum=0, integer=True)

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from tfrobust.attacks.apgd import APGD, _check_num_classes, merge_runs
-from tfrobust.attacks.base import register
+from tfrobust.attacks.base import register, runner_up_classes
 from tfrobust.utils import validation
 
 
@@ -46,7 +46,7 @@ class APGDTargeted(APGD):
 
     _picks_targets = True
 
-    def __init__(self, epsilon, num_steps=100, num_restarts=1, num_target_classes=9,
+    def __init__(self, epsilon, *, num_steps=100, num_restarts=1, num_target_classes=9,
                  random_start=True, **kwargs):
         if kwargs.get("targeted", False) is not False:
             raise ValueError(
@@ -77,14 +77,13 @@ class APGDTargeted(APGD):
         num_targets = self.num_target_classes
         if num_classes is not None:
             num_targets = min(num_targets, num_classes - 1)
-        # Column 0 is the predicted class; the targets are the runners-up.
-        ranked = tf.math.top_k(clean_logits, k=num_targets + 1).indices  # (B, T + 1)
+        targets = runner_up_classes(clean_logits, num_targets)  # (B, T)
         seeds = tf.random.experimental.stateless_split(seed, num_targets * self.num_restarts)
         best = None
         for t in range(num_targets):
             for r in range(self.num_restarts):
                 run = self._run_once(logits_fn, x, y, seeds[t * self.num_restarts + r],
-                                     target=ranked[:, t + 1])
+                                     target=targets[:, t])
                 best = run if best is None else merge_runs(best, run)
         return best[0]
 

@@ -321,7 +321,7 @@ class AutoAttack(Attack):
     >>> result.robust_accuracy                                       # doctest: +SKIP
     """
 
-    def __init__(self, epsilon, norm="linf", version="standard", attacks=None, **kwargs):
+    def __init__(self, epsilon, *, norm="linf", version="standard", attacks=None, **kwargs):
         super().__init__(epsilon, norm=norm, **kwargs)
         self.version = validation.check_choice("version", version, VERSIONS)
         if self.version == "standard":

@@ -62,7 +62,7 @@ class Attack:
     gradient_free = False
     cost_in_name = False
 
-    def __init__(self, epsilon, norm="linf", clip_min=0.0, clip_max=1.0, targeted=False,
+    def __init__(self, epsilon, *, norm="linf", clip_min=0.0, clip_max=1.0, targeted=False,
                  seed=0, jit_compile="auto"):
         self.epsilon = validation.check_number("epsilon", epsilon, minimum=0.0)
         self.norm = validation.check_choice("norm", norm, projections.NORMS)
@@ -209,6 +209,12 @@ class Attack:
 
 _REGISTRY = Registry("attack", Attack)
 register = _REGISTRY.register
+
+
+def runner_up_classes(logits, count):
+    """The classes ranked 2nd to `count + 1`-th by `logits`, (B, count): the targets of
+    every targeted attack (APGD-T, FAB-T). Ties rank the lower class index first."""
+    return tf.math.top_k(logits, k=count + 1).indices[:, 1:]
 
 
 def get(identifier, **overrides):

@@ -44,7 +44,7 @@ example, `c = y` the true class):
 10. `if x(i+1)` is not classified as c `and ||x(i+1) - x_orig|| < v`, then
    `x_out <- x(i+1)`, `v <- ||x(i+1) - x_orig||`: the masked update of
    `best`, `best_norm` in `_step`.
-11. `x(i+1) <- (1 - beta) x_orig + beta x(i+1)` for the points found
+11. `x(i+1) <- (1 - beta) x_orig + beta x(i+1)` (beta is `backward_step`) for the points found
    adversarial in 10: the backward step at the end of `_step`.
 
 The attack's output for radius `epsilon` is `x_out` where `v <= epsilon`, x
@@ -78,7 +78,7 @@ Deviations from the paper and from the reference implementation
 import tensorflow as tf
 
 from tfrobust.attacks import projections
-from tfrobust.attacks.base import Attack, register
+from tfrobust.attacks.base import Attack, register, runner_up_classes
 from tfrobust.utils import validation
 
 _TINY = 1e-12
@@ -167,7 +167,7 @@ class FAB(Attack):
     a = min(||d_k|| / (||d_k|| + ||d_orig||), alpha_max)
     ```
 
-    and steps back towards x by `beta` whenever x_{k+1} is misclassified.
+    and steps back towards x by `backward_step` whenever x_{k+1} is misclassified.
     Each example gets its smallest adversarial perturbation over all targets
     and restarts if its norm is at most `epsilon`, and the clean point
     otherwise; needs a model with at least 3 classes.
@@ -181,7 +181,8 @@ class FAB(Attack):
             capped at num_classes - 1.
         alpha_max: cap on the weight of the original point's projection, in [0, 1].
         eta: overshoot of the projection step (>= 1).
-        beta: backward-step factor towards x after a success, in [0, 1].
+        backward_step: the factor of the step back towards x after a success, in [0, 1]
+            (the reference's `beta`; `beta` in tfrobust is always a loss weight).
         norm, clip_min, clip_max, seed, jit_compile: see `Attack`.
 
     Example:
@@ -190,8 +191,8 @@ class FAB(Attack):
     >>> x_adv = attack(model, x, y)   # doctest: +SKIP
     """
 
-    def __init__(self, epsilon, norm="linf", num_steps=100, num_restarts=1,
-                 num_target_classes=9, alpha_max=0.1, eta=1.05, beta=0.9, **kwargs):
+    def __init__(self, epsilon, *, norm="linf", num_steps=100, num_restarts=1,
+                 num_target_classes=9, alpha_max=0.1, eta=1.05, backward_step=0.9, **kwargs):
         targeted = kwargs.pop("targeted", False)
         if targeted is not False:
             raise ValueError(
@@ -208,7 +209,8 @@ class FAB(Attack):
         )
         self.alpha_max = validation.check_number("alpha_max", alpha_max, minimum=0.0, maximum=1.0)
         self.eta = validation.check_number("eta", eta, minimum=1.0)
-        self.beta = validation.check_number("beta", beta, minimum=0.0, maximum=1.0)
+        self.backward_step = validation.check_number("backward_step", backward_step,
+                                                     minimum=0.0, maximum=1.0)
 
     # -- one run: Algorithm 1, lines 3-18 for a fixed target ---------------------------
     def _start_point(self, x, best_norm, random, seed):
@@ -257,7 +259,7 @@ class FAB(Attack):
         better = tf.logical_and(fooled, distance < best_norm)
         best = tf.where(_per_example(better, rank), x_next, best)
         best_norm = tf.where(better, distance, best_norm)
-        x_next = tf.where(_per_example(fooled, rank), x + self.beta * (x_next - x), x_next)
+        x_next = tf.where(_per_example(fooled, rank), x + self.backward_step * (x_next - x), x_next)
         return x_next, best, best_norm
 
     def _run(self, logits_fn, x, y, target, best, best_norm, random, seed):
@@ -284,8 +286,7 @@ class FAB(Attack):
             )
         num_targets = min(self.num_target_classes, num_classes - 1)
         # Rank 1 is the prediction (y for the points worth attacking); targets are ranks 2, 3, ...
-        ranked = tf.argsort(clean_logits, axis=-1, direction="DESCENDING", stable=True)
-        targets = ranked[:, 1:num_targets + 1]  # (B, T)
+        targets = runner_up_classes(clean_logits, num_targets)  # (B, T)
         correct = tf.equal(tf.argmax(clean_logits, axis=-1, output_type=tf.int32), y)
         best_norm = tf.where(correct, float("inf"), 0.0)  # (B,): line 1, v <- +inf
         num_runs = num_targets * self.num_restarts
@@ -306,6 +307,13 @@ class FAB(Attack):
         within = _per_example(best_norm <= self.epsilon, x.shape.rank)
         return tf.stop_gradient(tf.where(within, best, x))
 
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "beta" in config:  # files saved before the rename
+            config["backward_step"] = config.pop("beta")
+        return cls(**config)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -314,6 +322,6 @@ class FAB(Attack):
             num_target_classes=self.num_target_classes,
             alpha_max=self.alpha_max,
             eta=self.eta,
-            beta=self.beta,
+            backward_step=self.backward_step,
         )
         return config

@@ -38,7 +38,7 @@ class FGSM(PGD):
 
     cost_in_name = False  # always one step: `fgsm`, not `fgsm-1`
 
-    def __init__(self, epsilon, norm="linf", random_start=False, step_size=None, loss="ce",
+    def __init__(self, epsilon, *, norm="linf", random_start=False, step_size=None, loss="ce",
                  **kwargs):
         for name in ("num_steps", "num_restarts"):
             if name in kwargs:
@@ -70,5 +70,5 @@ class FGSMRS(FGSM):
     >>> x_adv = FGSMRS(epsilon=8 / 255)(model, x, y)   # doctest: +SKIP
     """
 
-    def __init__(self, epsilon, random_start=True, **kwargs):
+    def __init__(self, epsilon, *, random_start=True, **kwargs):
         super().__init__(epsilon, random_start=random_start, **kwargs)

@@ -46,7 +46,7 @@ class PGD(Attack):
 
     cost_in_name = True
 
-    def __init__(self, epsilon, num_steps=10, step_size=None, num_restarts=1,
+    def __init__(self, epsilon, *, num_steps=10, step_size=None, num_restarts=1,
                  random_start=True, loss="ce", init_std=0.001, **kwargs):
         super().__init__(epsilon, **kwargs)
         self.num_steps = validation.check_number("num_steps", num_steps, minimum=0, integer=True)

@@ -43,7 +43,9 @@ from tfrobust.utils import validation
 
 # Iterations (on a 10000-query scale) after which the window fraction p halves.
 P_THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
-_LOSSES = {"margin": attack_losses.cw_margin, "ce": attack_losses.cross_entropy}
+_LOSSES = {"cw": attack_losses.cw_margin, "ce": attack_losses.cross_entropy}
+# Files saved before the losses had one vocabulary call the margin loss "margin".
+_RENAMED_LOSSES = {"margin": "cw"}
 _SIGN_DRAWS = 16
 _TINY = 1e-12
 
@@ -158,7 +160,7 @@ class Square(Attack):
         p_init: initial fraction of pixels a window covers, in (0, 1].
         num_restarts: independent searches (>= 1); later ones only spend
             queries on the examples earlier ones did not break.
-        loss: `"margin"` or `"ce"`.
+        loss: `"cw"` (the margin loss, as every attack calls it) or `"ce"`.
         clip_min, clip_max, targeted, seed, jit_compile: see `Attack`.
 
     Example:
@@ -171,8 +173,8 @@ class Square(Attack):
     gradient_free = True
     cost_in_name = True
 
-    def __init__(self, epsilon, norm="linf", num_queries=5000, p_init=0.8, num_restarts=1,
-                 loss="margin", **kwargs):
+    def __init__(self, epsilon, *, norm="linf", num_queries=5000, p_init=0.8, num_restarts=1,
+                 loss="cw", **kwargs):
         super().__init__(epsilon, norm=norm, **kwargs)
         self.num_queries = validation.check_number(
             "num_queries", num_queries, minimum=1, integer=True
@@ -360,6 +362,13 @@ class Square(Attack):
 
     def perturb(self, model, x, y, seed=None):
         return self.perturb_and_count(model, x, y, seed)[0]
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        loss = config.get("loss")
+        config["loss"] = _RENAMED_LOSSES.get(loss, loss) if isinstance(loss, str) else loss
+        return cls(**config)
 
     def get_config(self):
         config = super().get_config()
