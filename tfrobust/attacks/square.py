@@ -366,8 +366,8 @@ class Square(Attack):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        loss = config.get("loss")
-        config["loss"] = _RENAMED_LOSSES.get(loss, loss) if isinstance(loss, str) else loss
+        if isinstance(config.get("loss"), str):
+            config["loss"] = _RENAMED_LOSSES.get(config["loss"], config["loss"])
         return cls(**config)
 
     def get_config(self):

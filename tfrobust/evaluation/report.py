@@ -3,9 +3,9 @@
 import dataclasses
 import json
 import os
-import tempfile
 
 from tfrobust.evaluation.checks import Check
+from tfrobust.utils.files import write_atomic
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "report.png"
@@ -156,18 +156,9 @@ class EvaluationReport:
 
 
 def _atomic_write(path, write, mode):
-    directory = os.path.dirname(os.path.abspath(path))
-    handle = tempfile.NamedTemporaryFile(mode=mode, dir=directory, prefix=".tmp-", delete=False)
-    try:
-        with handle:
+    """`write(handle)` of a file opened in `mode`, written whole (`utils.files.write_atomic`)."""
+    def write_file(temporary):
+        with open(temporary, mode) as handle:
             write(handle)
-        # Temporary files are private (0600); a report is as readable as any new file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(handle.name, 0o666 & ~umask)
-        os.replace(handle.name, path)
-    except BaseException:
-        if os.path.exists(handle.name):
-            os.remove(handle.name)
-        raise
-    return path
+
+    return write_atomic(path, write_file)

@@ -3,9 +3,10 @@
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from tfrobust.utils.files import write_atomic
 
 
 def digest(*parts):
@@ -73,16 +74,7 @@ class UnitStore:
         self.computed += 1
         if self.directory is None:
             return
-        handle = tempfile.NamedTemporaryFile(dir=self.directory, prefix=".tmp-", suffix=".npz",
-                                             delete=False)
-        try:
-            with handle:
-                np.savez(handle, **arrays)
-            os.replace(handle.name, self._path(key))
-        except BaseException:
-            if os.path.exists(handle.name):
-                os.remove(handle.name)
-            raise
+        write_atomic(self._path(key), lambda temporary: np.savez(temporary, **arrays))
 
     def count_on_disk(self):
         if self.directory is None or not os.path.isdir(self.directory):
