@@ -33,7 +33,7 @@ MODEL_DEFAULTS = {
     "margin": None,             # HE m; None: the reference default of the method
     "adr": False,               # add the ADR regularisers (pgd-at or trades)
     "adr_weights": None,        # e.g. "lc=1,gc=1,ls=1,gs=0,ce=1"; None: the reference weights
-    "adr_layer": None,          # backbone layer to regularise; None: the backbone's reference latent
+    "adr_layer": None,          # backbone layer to regularise; None: its reference latent
     "attack_bn": "inference",   # batch norm mode while crafting training attacks
     "precision": "float32",     # or "mixed_bfloat16"
     "learning_rate": 1e-3,

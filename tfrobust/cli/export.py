@@ -44,4 +44,3 @@ def run(args):
     print(f"Serve with: tensorflow_model_server --rest_api_port=8501 --model_name=NAME "
           f"--model_base_path={os.path.abspath(args.outdir)}")
     return 0
-

@@ -64,10 +64,11 @@ def _add_method_arguments(parser):
                         help="classification head: dense (default) or hypersphere (HE)")
     he_defaults = {method: recipe.objective_class(method).he_defaults
                    for method in recipe.methods()}
-    parser.add_argument("--scale", type=float, help="HE scale s (default per method: " + ", ".join(
-        f"{method} {scale:g}" for method, (scale, _) in he_defaults.items()) + ")")
-    parser.add_argument("--margin", type=float, help="HE margin m (default per method: " + ", ".join(
-        f"{method} {margin:g}" for method, (_, margin) in he_defaults.items()) + ")")
+    scales = ", ".join(f"{m} {scale:g}" for m, (scale, _) in he_defaults.items())
+    margins = ", ".join(f"{m} {margin:g}" for m, (_, margin) in he_defaults.items())
+    parser.add_argument("--scale", type=float, help=f"HE scale s (default per method: {scales})")
+    parser.add_argument("--margin", type=float,
+                        help=f"HE margin m (default per method: {margins})")
     parser.add_argument("--adr", action="store_true", default=None,
                         help="add the ADR regularisers to pgd-at or trades")
     parser.add_argument("--adr-weights",
@@ -85,9 +86,11 @@ def _add_attack_and_run_arguments(parser):
                         help="float32 (default) or mixed_bfloat16 (perturbations stay float32)")
     parser.add_argument("--norm", choices=recipe.NORMS, help="threat model norm (default linf)")
     parser.add_argument("--epsilon", type=float, help="attack budget (default 0.3)")
-    parser.add_argument("--num-steps", type=int, help="PGD steps of the training attack (default 10)")
+    parser.add_argument("--num-steps", type=int,
+                        help="PGD steps of the training attack (default 10)")
     parser.add_argument("--step-size", type=float, help="PGD step (default 2.5*epsilon/num_steps)")
-    parser.add_argument("--eval-num-steps", type=int, help="PGD steps of the evaluation (default 20)")
+    parser.add_argument("--eval-num-steps", type=int,
+                        help="PGD steps of the evaluation (default 20)")
     parser.add_argument("--epochs", type=int, help="training epochs (default 5)")
     parser.add_argument("--batch-size", type=int, help="batch size (default 128)")
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")

@@ -156,7 +156,7 @@ class RobustHyperModel(kt.HyperModel):
         if tuner is not None:
             try:
                 search_lib.check_objective(tuner.oracle.objective, self,
-                                       validation=validation_data is not None)
+                                           validation=validation_data is not None)
             except ValueError as error:
                 # A FatalError stops the search instead of failing every trial alike.
                 raise kt.errors.FatalValueError(str(error)) from None
