@@ -298,3 +298,21 @@ def test_mixed_bfloat16_trains_with_float32_perturbations(mnist_sample):
         assert history["loss"][-1] < history["loss"][0]
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_the_epoch_loss_weighs_a_short_last_batch_by_its_size():
+    """Batches of 4 and 2: the logged loss is the mean over the 6 examples, as Keras' trainer."""
+    rng = np.random.default_rng(0)
+    w, b = 3 * rng.normal(size=(4, 2)), rng.normal(size=2)
+    x = rng.uniform(size=(6, 2, 2, 1)).astype("float32")
+    logits = x.reshape(6, 4) @ w + b
+    # The first batch classified right, the short last one wrong: very different means.
+    y = np.concatenate([logits[:4].argmax(-1), logits[4:].argmin(-1)])
+    model = linear_model("standard", w, b, lr=0.0)  # the weights stay: the losses are closed form
+    per_example = ce(x.reshape(6, 4) @ w + b, y)
+    logs = model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0).history
+    assert logs["loss"][0] == pytest.approx(per_example.mean(), rel=1e-5)
+    # The unweighted mean of the two batch means differs, so the test tells them apart.
+    assert abs(per_example[:4].mean() / 2 + per_example[4:].mean() / 2 - per_example.mean()) > 1e-3
+    validation = model.evaluate(x, y, batch_size=4, return_dict=True, verbose=0)
+    assert validation["loss"] == pytest.approx(per_example.mean(), rel=1e-5)

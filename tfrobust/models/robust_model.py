@@ -171,8 +171,8 @@ class RobustModel(keras.Model):
         """
         if use not in LOGIT_USES or use in ("loss", "regularizer"):
             uses = tuple(u for u in LOGIT_USES if u not in ("loss", "regularizer"))
-            raise ValueError(f"Expected use in {uses} (the loss uses are for objectives). Received: "
-                             f"use={use!r}")
+            raise ValueError(f"Expected use in {uses} (the loss uses are for objectives). "
+                             f"Received: use={use!r}")
         training = use == "training_attack" and self.attack_bn == "training"
 
         def logits_fn(x):
