@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 from tfrobust import attacks
-from tfrobust.models import RobustModel, small_cnn
 
 # Small budgets so that the whole registry runs in seconds; the defaults are
 # exercised by each attack's own tests.
@@ -71,23 +70,9 @@ def test_every_attack_conforms(name, norm, conv_net, mnist_sample):
     assert norms_of(traced - x[:8], norm).max() <= attack.epsilon * (1 + 1e-5) + 1e-6
 
 
-@pytest.fixture(scope="module")
-def trained(mnist_sample):
-    """small_cnn after one epoch of standard training, and after PGD-AT at L-inf 0.2.
-
-    Without dropout, so that one epoch on 3,000 digits is a well-trained standard network
-    (with the reference's dropout 0.5 it reached exactly 90% on these 100 test digits).
-    """
-    x, y = mnist_sample[0][:3000], mnist_sample[1][:3000]
-    models = {}
-    for objective in ("standard", "pgd-at"):
-        keras.utils.set_random_seed(0)
-        model = RobustModel(small_cnn(dropout=0.0), keras.layers.Dense(10), objective=objective,
-                            attack=attacks.PGD(epsilon=0.2, num_steps=5), eval_attack=False)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        model.fit(x, y, batch_size=64, epochs=1 if objective == "standard" else 2, verbose=0)
-        models[objective] = model
-    return models
+@pytest.fixture
+def trained(trained_small_cnn):
+    return trained_small_cnn
 
 
 def accuracy(model, x, y):

@@ -28,6 +28,7 @@ def saved_model(mnist_sample, tmp_path_factory):
 
 
 QUICK = ["--limit", "40", "--attacks", "apgd-ce,square", "--sweep-attacks", "pgd",
+         "--epsilons", "0.05,0.1",
          "--checks", "epsilon_zero,monotone_in_epsilon,deterministic,valid_examples",
          "--quiet"]
 
@@ -44,6 +45,8 @@ def test_evaluate_writes_report_and_plot(saved_model, tmp_path, capsys):
     assert report.threat_model == {"norm": "linf", "epsilon": 0.1, "clip_min": 0.0,
                                    "clip_max": 1.0}
     assert [a["name"] for a in report.attacks] == ["apgd-ce", "square-5000"]
+    # --epsilons, with 0, epsilon and the large epsilon (0.5 in [0, 1]) always added.
+    assert report.sweep["epsilons"] == [0.0, 0.05, 0.1, 0.5]
     assert report.model["file"] == str(saved_model.resolve())
     assert [c.name for c in report.checks] == ["epsilon_zero", "monotone_in_epsilon",
                                                "deterministic", "valid_examples"]
@@ -77,6 +80,12 @@ def test_evaluate_refuses_to_overwrite_and_names_bad_input(saved_model, tmp_path
                  "--attacks", "pgdd", "--quiet"]) == 1
     assert "attack='pgdd'" in capsys.readouterr().err
 
+    for epsilons, message in (("0.1,a", "--epsilons '0.1,a'"), ("-0.1", "epsilons=-0.1")):
+        assert main(["evaluate", str(saved_model), "--report", str(tmp_path / "r"),
+                     "--epsilons", epsilons, "--quiet"]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
 
 def test_strict_exit_status_follows_the_checks(saved_model, tmp_path):
     """`--strict` exits 3 when a check fails: here a model saved with a softmax on top."""
@@ -84,7 +93,7 @@ def test_strict_exit_status_follows_the_checks(saved_model, tmp_path):
                                       keras.saving.load_model(saved_model),
                                       keras.layers.Softmax()])
     probabilities.save(tmp_path / "softmax.keras")
-    quick = ["--limit", "40", "--attacks", "apgd-ce", "--sweep-attacks", "pgd",
+    quick = ["--limit", "40", "--attacks", "apgd-ce", "--sweep-attacks", "pgd", "--epsilons", "0.1",
              "--checks", "outputs_are_logits", "--quiet", "--strict", "--epsilon", "0.1"]
     assert main(["evaluate", str(tmp_path / "softmax.keras"), "--data", "mnist-sample",
                  "--report", str(tmp_path / "a"), *quick]) == 3

@@ -17,24 +17,11 @@ EPSILON = 0.2
 NUM_TEST = 100
 
 
-def _train(objective, x, y, epochs):
-    keras.utils.set_random_seed(0)
-    model = models.RobustModel(
-        models.small_cnn(input_shape=(28, 28, 1)), keras.layers.Dense(10), objective=objective,
-        attack=attacks.PGD(epsilon=EPSILON, num_steps=10) if objective != "standard" else None,
-        eval_attack=False)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0)
-    return model
-
-
 @pytest.fixture(scope="module")
-def trained(mnist_sample):
-    """A standard and a PGD-AT small_cnn on 3,000 training digits, and 100 test digits."""
-    x_train, y_train, x_test, y_test = mnist_sample
-    standard = _train("standard", x_train[:3000], y_train[:3000], epochs=1)
-    robust = _train("pgd-at", x_train[:3000], y_train[:3000], epochs=2)
-    return standard, robust, (x_test[:NUM_TEST], y_test[:NUM_TEST])
+def trained(trained_small_cnn, mnist_sample):
+    """conftest's standard and PGD-AT small_cnn (3,000 training digits), and 100 test digits."""
+    return (trained_small_cnn["standard"], trained_small_cnn["pgd-at"],
+            (mnist_sample[2][:NUM_TEST], mnist_sample[3][:NUM_TEST]))
 
 
 def _small_ensemble():
@@ -85,7 +72,7 @@ def test_saturated_logits_are_caught(trained):
     # Only the checks asserted here run (the honest model below runs them all).
     report = tfrobust.evaluate(
         saturated, data, epsilon=EPSILON, verbose=False,
-        checks=["zero_gradient", "logit_scale", "black_box"],
+        checks=["zero_gradient", "logit_scale", "black_box"], epsilons=(EPSILON,),
         attacks=[attacks.APGDCE(epsilon=EPSILON, num_steps=20)],
         sweep_attacks=("pgd", attacks.APGD(epsilon=EPSILON, loss="dlr", num_steps=25)))
     assert {"zero_gradient", "logit_scale", "black_box"} <= _failed(report)
@@ -102,7 +89,11 @@ def test_saturated_logits_are_caught(trained):
 
 def test_shattered_gradients_are_caught(trained):
     standard, _, data = trained
-    report = _evaluate(_wrap(Quantize(8), standard), data, checks=["black_box", "zero_gradient"])
+    # A white-box attack and Square are all these two checks need (no sweep).
+    report = _evaluate(_wrap(Quantize(8), standard), data, checks=["black_box", "zero_gradient"],
+                       attacks=[attacks.APGDCE(epsilon=EPSILON, num_steps=20),
+                                attacks.Square(epsilon=EPSILON, num_queries=300)],
+                       sweep_attacks=())
     assert "black_box" in _failed(report)
     numbers = report.check("black_box").numbers
     assert numbers["square-300"] < numbers["white_box_accuracy"] - 0.3
@@ -114,16 +105,21 @@ def test_shattered_gradients_are_caught(trained):
 @pytest.mark.filterwarnings("ignore:.*from_logits=True.*:UserWarning")
 def test_probabilities_are_caught(trained):
     standard, _, data = trained
+    # The check looks at the outputs alone: one short attack, no sweep.
     report = _evaluate(_wrap(standard, keras.layers.Softmax()), data,
-                       checks=["outputs_are_logits"])
+                       checks=["outputs_are_logits"], sweep_attacks=(),
+                       attacks=[attacks.PGD(epsilon=EPSILON, num_steps=5)])
     assert "outputs_are_logits" in _failed(report)
     assert report.check("outputs_are_logits").numbers["probability_rows"] == NUM_TEST
 
 
 def test_random_forward_pass_is_caught(trained):
     standard, _, data = trained
+    # Both checks need forward passes only: one short attack, the sweep at 0, epsilon
+    # and the large epsilon (always added).
     report = _evaluate(_wrap(AlwaysNoisy(), standard), data,
-                       checks=["deterministic", "epsilon_zero"])
+                       checks=["deterministic", "epsilon_zero"], epsilons=(EPSILON,),
+                       attacks=[attacks.PGD(epsilon=EPSILON, num_steps=5)])
     assert {"deterministic", "epsilon_zero"} <= _failed(report)
     assert report.check("deterministic").numbers["changed_predictions"] > 0
 
@@ -150,7 +146,8 @@ def test_honest_pgd_at_model_passes_every_check(trained):
 
 def test_report_round_trips_through_json_and_png(trained, tmp_path):
     _, robust, data = trained
-    report = _evaluate(robust, data, checks=["epsilon_zero", "valid_examples"])
+    report = _evaluate(robust, data, checks=["epsilon_zero", "valid_examples"],
+                       epsilons=(EPSILON / 2, EPSILON))
     paths = report.save(tmp_path)
     assert sorted(os.path.basename(p) for p in paths) == ["report.json", "report.png"]
     umask = os.umask(0)
@@ -180,7 +177,7 @@ def test_report_round_trips_through_json_and_png(trained, tmp_path):
 
 def test_interrupted_evaluation_resumes_without_recomputing(trained, tmp_path, monkeypatch):
     _, robust, data = trained
-    options = {"checks": ["epsilon_zero", "single_step"], "batch_size": 40,
+    options = {"checks": ["epsilon_zero", "single_step"], "batch_size": 40, "epsilons": (EPSILON,),
                "attacks": [attacks.APGDCE(epsilon=EPSILON, num_steps=10)]}
     uninterrupted = _evaluate(robust, data, **options)
     total = uninterrupted.units["computed"]

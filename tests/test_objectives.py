@@ -212,7 +212,7 @@ def test_every_framework_beats_standard_training_under_attack(mnist_sample):
                             attack=attacks.PGD(epsilon=0.2, num_steps=5),
                             eval_attack=attacks.PGD(epsilon=0.2, num_steps=20))
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        history = model.fit(x, y, batch_size=64, epochs=epochs,
+        history = model.fit(x, y, batch_size=64, epochs=epochs, validation_freq=epochs,
                             validation_data=(x_val, y_val), verbose=0).history
         results[name] = history["val_adv_accuracy"][-1]
         if name == "standard":

@@ -70,8 +70,21 @@ def _default_data(model_path):
     return None
 
 
+def _epsilons(text):
+    """`--epsilons 0.05,0.1` as floats (None when not given)."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError("Expected --epsilons to be comma-separated numbers. Received: "
+                         f"--epsilons {text!r}") from None
+
+
 def run(args):
     from tfrobust.evaluation.report import REPORT_FILE
+
+    epsilons = _epsilons(args.epsilons)
 
     if not os.path.isfile(args.model):
         raise FileNotFoundError(f"Expected a saved model file. Received: MODEL {args.model!r}")
@@ -103,7 +116,7 @@ def run(args):
     try:
         report = tfrobust.evaluate(
             args.model, data, norm=args.norm, epsilon=args.epsilon, attacks=args.attacks,
-            sweep_attacks=args.sweep_attacks, epsilons=args.epsilons, checks=checks,
+            sweep_attacks=args.sweep_attacks, epsilons=epsilons, checks=checks,
             split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
             tolerance=args.tolerance, cache_dir=cache_dir, verbose=not args.quiet,
         )

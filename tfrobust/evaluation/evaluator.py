@@ -105,6 +105,7 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     sweepers = [inputs.named_attack(a, common)
                 for a in inputs.as_list(sweep_attacks, "sweep_attacks")]
     x, y, data_identity = inputs.resolve_data(data, split, limit, clip_min, clip_max)
+    grid = inputs.sweep_grid(epsilons, epsilon, norm, clip_min, clip_max, x.shape[1:])
     logits_fn = inputs.evaluation_logits(model)
     runner = Runner(logits_fn, x, y, batch_size, _cache(cache_dir, model_identity, verbose),
                     [model_identity.get("weights_sha256"), data_identity["sha256"]], norm,
@@ -118,7 +119,6 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     runner.set_correct(np.argmax(logits, -1) == y)
     timings["clean"] = time.perf_counter() - tick
     context = suite.CheckContext(runner, logits_fn, logits, members, common, tolerance)
-    grid = inputs.sweep_grid(epsilons, epsilon, norm, clip_min, clip_max, x.shape[1:])
     planned = (runner.num_chunks * (len(members) + len(sweepers) * len(grid))
                + suite.planned_units(enabled, context))
     runner.progress = keras.utils.Progbar(planned, unit_name="unit") if verbose else None
