@@ -100,3 +100,30 @@ def test_strict_exit_status_follows_the_checks(saved_model, tmp_path):
     assert EvaluationReport.load(tmp_path / "a").check("outputs_are_logits").passed is False
     assert main(["evaluate", str(saved_model), "--report", str(tmp_path / "b"), *quick]) == 0
     assert EvaluationReport.load(tmp_path / "b").check("outputs_are_logits").passed is True
+
+
+def test_threat_model_split_and_attack_options_from_the_command_line(
+        saved_model, tmp_path, capsys):
+    out = tmp_path / "l2"
+    code = main(["evaluate", str(saved_model), "--report", str(out), "--norm", "l2",
+                 "--epsilon", "1.5", "--split", "train", "--limit", "40", "--batch-size", "4",
+                 "--seed", "3", "--tolerance", "0.05", "--attacks", "apgd-ce",
+                 "--sweep-attacks", "pgd", "--epsilons", "0.5", "--checks", "monotone_in_epsilon",
+                 "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    report = EvaluationReport.load(out)
+    assert report.threat_model["norm"] == "l2" and report.threat_model["epsilon"] == 1.5
+    assert report.data["split"] == "train" and report.data["num_examples"] == 40
+    assert report.attacks[0]["config"]["config"]["seed"] == 3
+    assert report.check("monotone_in_epsilon").numbers["tolerance"] == 0.05
+    # Units are batches of --batch-size correctly classified examples, per attack and budget:
+    # the ensemble's one member, and the sweep at 0, 0.5, 1.5 and the large L2 epsilon.
+    assert report.sweep["epsilons"][:3] == [0.0, 0.5, 1.5] and len(report.sweep["epsilons"]) == 4
+    batches = -(-round(40 * report.clean_accuracy) // 4)
+    assert batches >= 2 and report.units["computed"] == batches * (1 + 4)
+
+    # --norm l2 without --epsilon: the model's L-inf radius is not taken as an L2 one.
+    assert main(["evaluate", str(saved_model), "--report", str(tmp_path / "bad"), "--norm",
+                 "l2", "--quiet"]) == 1
+    assert "Expected epsilon with norm='l2'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -62,8 +62,14 @@ def threat_model(model, norm, epsilon):
         if reference is None:
             raise ValueError("Expected epsilon (the threat model's radius); the model carries "
                              "no evaluation attack to take it from. Received: epsilon=None")
+        if norm is not None and norm != reference.norm:
+            # An L-inf radius is no L2 radius (0.3 means very different threats).
+            raise ValueError(
+                f"Expected epsilon with norm={norm!r}: the model's evaluation attack is "
+                f"{reference.norm} {reference.epsilon:g}, whose radius does not carry over to "
+                f"another norm. Received: norm={norm!r}, epsilon=None")
         epsilon = reference.epsilon
-        norm = reference.norm if norm is None else norm
+        norm = reference.norm
     norm = validation.check_choice("norm", "linf" if norm is None else norm, ("linf", "l2"))
     epsilon = validation.check_number("epsilon", epsilon, minimum=0.0)
     return norm, float(epsilon)
