@@ -110,7 +110,8 @@ def _spread(values):
 
 
 def seeds_table():
-    lines = ["| MNIST | seeds | clean (10k) | PGD-20 (10k) | AutoAttack (500) | AutoAttack per seed |",
+    lines = ["| MNIST | seeds | clean (10k) | PGD-20 (10k) | AutoAttack (500) "
+             "| AutoAttack per seed |",
              "|---|---|---|---|---|---|"]
     for label, name in SEEDS:
         runs = load(name)

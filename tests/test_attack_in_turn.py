@@ -1,5 +1,6 @@
 """`attacks.attack_in_turn`, the one ensemble orchestration: by hand with scripted attacks, and on
-a linear model where FGSM's success has a closed form, through AutoAttack and `tfrobust.evaluate`."""
+a linear model where FGSM's success has a closed form, through AutoAttack and
+`tfrobust.evaluate`."""
 
 import numpy as np
 import pytest

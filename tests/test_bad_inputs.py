@@ -205,7 +205,7 @@ CLI_ROWS = [
 
 @pytest.mark.parametrize("row,flags,says", CLI_ROWS, ids=[r[0] for r in CLI_ROWS])
 def test_tfrobust_train_refuses_bad_options_and_writes_nothing(tmp_path, capsys, monkeypatch,
-                                                                row, flags, says):
+                                                               row, flags, says):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     out = tmp_path / "run"
     assert main(["train", *SMALL, *flags, "--output", str(out)]) == 1

@@ -76,7 +76,7 @@ def test_an_earlier_run_is_not_overwritten_without_asking(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("method,key,value", [("trades", "beta", 6.0), ("free-at", "replays", 4),
-                                               ("alp", "beta", 0.5)])
+                                              ("alp", "beta", 0.5)])
 def test_every_method_trains_and_records_its_hyperparameters(tmp_path, method, key, value):
     out = str(tmp_path / method)
     assert main(["train", *SMALL, "--method", method, "--precision", "mixed_bfloat16",

@@ -1,4 +1,5 @@
-"""experiments/: the README's tables are the committed results, and each result says how it was made."""
+"""experiments/: the README's tables are the committed results, and each result says how it was
+made."""
 
 import glob
 import importlib.util
@@ -90,7 +91,8 @@ def test_the_5_epoch_results_record_which_tensor_adr_read():
 
 
 def test_two_lanes_committing_at_once_both_land(tmp_path, monkeypatch):
-    """`run.py --commit` from two lanes at the same moment: both results committed, no lock error."""
+    """`run.py --commit` from two lanes at the same moment: both results committed, no lock
+    error."""
     import subprocess
     import threading
 

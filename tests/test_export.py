@@ -243,7 +243,6 @@ def test_serving_refuses_images_outside_the_unit_range(exported, digits):
         signature(images=tf.constant(digits[0][:2] * 255))
 
 
-
 def test_a_plain_keras_classifier_exports_too(digits, tmp_path):
     x, y = digits
     keras.utils.set_random_seed(0)
@@ -257,6 +256,7 @@ def test_a_plain_keras_classifier_exports_too(digits, tmp_path):
     expected = classifier.predict(x, verbose=0)
     np.testing.assert_allclose(out["logits"].numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(out["probabilities"].numpy(), softmax(expected), atol=1e-5)
+
 
 # -- versions, atomicity, bad input ----------------------------------------------------------
 def test_versions_count_up_and_existing_ones_are_refused_unless_overwritten(models, tmp_path,

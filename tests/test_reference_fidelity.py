@@ -1,7 +1,6 @@
 """Fidelity to the reference code: ADR's latent, the TRADES SmallCNN, HE's logits per use."""
 
 import json
-import os
 import zipfile
 
 import keras

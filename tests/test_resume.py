@@ -124,7 +124,7 @@ def test_a_run_killed_within_an_epoch_loses_no_finished_epoch(tmp_path, referenc
     assert steps["reference"] == 3 * 8
     assert steps["resumed"] == 3 * 8 + state["batches_done"]
     gap = max(float(np.max(np.abs(a - b))) for a, b in zip(weights(resumed), weights(reference)))
-    print(f"killed in epoch {done + 1} after batch {state['batches_done']}; {steps}; max weight gap "
-          f"{gap:.3g}; val_accuracy {got['epochs'][-1]['val_accuracy']} (resumed), "
+    print(f"killed in epoch {done + 1} after batch {state['batches_done']}; {steps}; "
+          f"max weight gap {gap:.3g}; val_accuracy {got['epochs'][-1]['val_accuracy']} (resumed), "
           f"{want['epochs'][-1]['val_accuracy']} (uninterrupted)")
     assert gap > 0.0

@@ -97,7 +97,7 @@ def test_the_cases_cover_every_registered_objective_attack_and_regularizer():
     assert {a.registry_name for a in used_attacks} == set(attacks.names())
     assert {r.registry_name for r in used_regularizers} == set(R.names())
     assert {o.base for o in used_objectives if isinstance(o, objectives.ADR)} == {"pgd-at",
-                                                                                 "trades"}
+                                                                                  "trades"}
 
 
 def trained(head, objective, attack, eval_attack, x, y, **kwargs):

@@ -156,7 +156,7 @@ def test_objectives_the_model_never_logs_fail_before_any_trial(tmp_path):
     # A multi-objective search: every part is checked.
     both = tuning.check_objective(["val_adv_accuracy", "val_loss"], hypermodel)
     assert [(o.name, o.direction) for o in both] == [("val_adv_accuracy", "max"),
-                                                      ("val_loss", "min")]
+                                                     ("val_loss", "min")]
     with pytest.raises(ValueError, match="objective='adv_acc'"):
         tuning.check_objective(["val_accuracy", "adv_acc"], hypermodel)
 

@@ -101,8 +101,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 
     With `save_freq="epoch"`, and `skip_epochs` applied to a reshuffling
     dataset before `fit` (as `tfrobust train` does), a resumed run ends with
-    the weights of an uninterrupted one, bit for bit (tests/test_resume.py). A backup made within an epoch
-    (`save_freq=N` batches) is resumed as Keras does: the interrupted epoch
+    the weights of an uninterrupted one, bit for bit (tests/test_resume.py). A backup made
+    within an epoch (`save_freq=N` batches) is resumed as Keras does: the interrupted epoch
     restarts from its first batch with the backed-up weights, so the batches
     it had already trained on are trained on twice.
 

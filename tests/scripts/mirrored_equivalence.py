@@ -77,7 +77,8 @@ def main():
     for method in sys.argv[1:]:
         single = train(method, tf.distribute.get_strategy(), x, y)
         mirrored = train(method, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), x, y)
-        moved = max(float(np.max(np.abs(a - b))) for a, b in zip(single, build(method).get_weights()))
+        moved = max(float(np.max(np.abs(a - b)))
+                    for a, b in zip(single, build(method).get_weights()))
         gaps[method] = {
             "max_gap": max(float(np.max(np.abs(a - b))) for a, b in zip(single, mirrored)),
             "moved": moved,

@@ -4,8 +4,8 @@
 device; `python multi_worker_equivalence.py worker OUT_DIR CASE [CASE ...]`, started
 once per worker with `TF_CONFIG` set, trains under
 `tf.distribute.MultiWorkerMirroredStrategy` (ring collectives), built by
-`tfrobust.utils.distribution.strategy("multi-worker")` as `tfrobust train` builds it. Both see the same
-global batches (128 bundled training digits in batches of 32, in order, each
+`tfrobust.utils.distribution.strategy("multi-worker")` as `tfrobust train` builds it. Both see
+the same global batches (128 bundled training digits in batches of 32, in order, each
 worker keeping its share: the DATA auto-shard policy); the chief (worker 0)
 writes the final weights of each case to OUT_DIR/CASE.npz, with `moved`, how
 far training took them from the initial weights.
@@ -76,7 +76,8 @@ def global_batches():
     x, y = data.load_arrays("mnist-sample", "train", limit=EXAMPLES)
     # Every worker builds the same global batches and keeps its share of each, as
     # `tfrobust train --distribute multi-worker` does.
-    return distribution.shard_by_data(tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH))
+    return distribution.shard_by_data(
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH))
 
 
 def main():

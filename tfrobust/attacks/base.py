@@ -9,6 +9,7 @@ from tfrobust.utils import validation
 from tfrobust.utils.device import resolve_jit_compile
 from tfrobust.utils.registry import Registry
 
+
 def as_logits_fn(model):
     """A function from images to float32 logits, calling Keras models in inference mode.
 

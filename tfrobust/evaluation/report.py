@@ -131,7 +131,8 @@ class EvaluationReport:
             f"{len(self.attacks)} attack{'s' if len(self.attacks) != 1 else ''})",
         ]
         for attack in self.attacks:
-            lines.append(f"    after {attack['name']:<14} {100 * attack['robust_accuracy_after']:6.2f}%"
+            lines.append(f"    after {attack['name']:<14} "
+                         f"{100 * attack['robust_accuracy_after']:6.2f}%"
                          f"  broke {attack['broken']:>5} of {attack['attacked']:>5}  "
                          f"{attack['seconds']:7.1f} s")
         epsilons = self.sweep.get("epsilons", [])

@@ -88,7 +88,8 @@ def check_fit_data(model, x, y, name):
             raise ValueError(f"Expected labels with the images. Received: y=None for {name}")
     images = np.asarray(images)
     if images.size == 0 or images.shape[:1] == (0,):
-        raise ValueError(f"Expected at least one image. Received: {where} with shape {images.shape}")
+        raise ValueError("Expected at least one image. "
+                         f"Received: {where} with shape {images.shape}")
     validation.check_images(images, where)
     validation.check_labels(np.asarray(labels), num_classes, name=f"labels of {where}",
                             num_examples=images.shape[0])

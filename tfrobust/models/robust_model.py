@@ -114,7 +114,8 @@ class RobustModel(keras.Model):
                 step_size=2.5 * self.attack.epsilon / 20, clip_min=self.attack.clip_min,
                 clip_max=self.attack.clip_max, seed=self.attack.seed + 1,
             )
-        self.eval_attack = attacks_lib.get(eval_attack) if eval_attack not in (None, False) else None
+        self.eval_attack = (attacks_lib.get(eval_attack) if eval_attack not in (None, False)
+                            else None)
         if attack_bn not in ("inference", "training"):
             raise ValueError(
                 "Expected attack_bn to be 'inference' or 'training'. "
@@ -454,4 +455,3 @@ def _split_validation(validation_data):
             )
         return validation_data[0], validation_data[1]
     return validation_data, None
-

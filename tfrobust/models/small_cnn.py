@@ -28,7 +28,8 @@ _TORCH_LINEAR_KERNEL = {
 
 
 def _dense(units, fan_in, initialization, name):
-    """A ReLU dense layer; "reference": PyTorch's `nn.Linear`, weight and bias U(+-1/sqrt(fan_in))."""
+    """A ReLU dense layer; "reference": PyTorch's `nn.Linear`, weight and bias
+    U(+-1/sqrt(fan_in))."""
     if initialization == "keras":
         return keras.layers.Dense(units, activation="relu", name=name)
     bound = 1.0 / math.sqrt(fan_in)

@@ -2,7 +2,8 @@
 
 import tensorflow as tf
 
-from tfrobust.objectives.base import Hyperparameter, LossOutput, Objective, register, sparse_ce, weighted_mean
+from tfrobust.objectives.base import (Hyperparameter, LossOutput, Objective, register, sparse_ce,
+                                      weighted_mean)
 from tfrobust.utils import validation
 
 

@@ -7,6 +7,7 @@ import tensorflow as tf
 from tfrobust.attacks import losses
 from tfrobust.utils.registry import Registry
 
+
 @dataclasses.dataclass(frozen=True)
 class Hyperparameter:
     """One constructor argument of an objective, as `tfrobust train` and tuning offer it.
@@ -67,7 +68,8 @@ def weighted_mean(per_example, sample_weight=None):
 
 
 def sparse_ce(logits, y):
-    """Per-example sparse softmax cross-entropy in float32, (B,) (`attacks.losses.cross_entropy`)."""
+    """Per-example sparse softmax cross-entropy in float32, (B,)
+    (`attacks.losses.cross_entropy`)."""
     return losses.cross_entropy(logits, y)
 
 

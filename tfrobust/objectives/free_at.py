@@ -3,7 +3,8 @@
 import tensorflow as tf
 
 from tfrobust.attacks import projections
-from tfrobust.objectives.base import Hyperparameter, LossOutput, Objective, register, sparse_ce, weighted_mean
+from tfrobust.objectives.base import (Hyperparameter, LossOutput, Objective, register, sparse_ce,
+                                      weighted_mean)
 from tfrobust.utils import validation
 
 
@@ -101,7 +102,8 @@ class FreeAT(Objective):
         return out
 
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
-        """PGD-AT's loss on the replayed batch; the adversarial logits of the replay for the logs."""
+        """PGD-AT's loss on the replayed batch; the adversarial logits of the replay for the
+        logs."""
         z_adv = model.features(x_adv, training=True)
         loss = weighted_mean(sparse_ce(model.use_logits(z_adv, "loss", y), y),
                              sample_weight)

@@ -2,8 +2,8 @@
 
 import tensorflow as tf
 
-from tfrobust.objectives.base import (Hyperparameter, LossOutput, Objective, derived_pgd, kl_divergence,
-                                      register, sparse_ce, weighted_mean)
+from tfrobust.objectives.base import (Hyperparameter, LossOutput, Objective, derived_pgd,
+                                      kl_divergence, register, sparse_ce, weighted_mean)
 from tfrobust.utils import validation
 
 

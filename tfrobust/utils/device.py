@@ -16,8 +16,8 @@ def default_jit_compile():
 
     On CPU, XLA made the training of `small_cnn` slower for every framework
     (1.04 to 3.19 times per step; benchmarks/xla.py, table in
-    benchmarks/README.md), so the default is off there. On GPU/TPU we keep Keras' own choice (XLA on), which
-    this project could not measure on its CPU-only machines.
+    benchmarks/README.md), so the default is off there. On GPU/TPU we keep Keras' own choice
+    (XLA on), which this project could not measure on its CPU-only machines.
     """
     return has_accelerator()
 
@@ -28,7 +28,8 @@ def resolve_jit_compile(jit_compile):
         return default_jit_compile()
     if not isinstance(jit_compile, bool):
         raise ValueError(
-            f"Expected jit_compile to be True, False or 'auto'. Received: jit_compile={jit_compile!r}"
+            "Expected jit_compile to be True, False or 'auto'. "
+            f"Received: jit_compile={jit_compile!r}"
         )
     return jit_compile
 

@@ -50,7 +50,8 @@ def cluster_task(environ=None):
         kind, index = task["type"], int(task["index"])
         chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise ValueError(f"Expected TF_CONFIG like {example}. Received: TF_CONFIG={text!r}") from None
+        raise ValueError(f"Expected TF_CONFIG like {example}. "
+                         f"Received: TF_CONFIG={text!r}") from None
     members = {"chief": chiefs, "worker": workers}
     if kind not in members or not 0 <= index < len(members[kind]):
         raise ValueError(
@@ -72,7 +73,8 @@ def strategy(name):
     import tensorflow as tf
 
     if name not in STRATEGIES:
-        raise ValueError(f"Expected distribute in {list(STRATEGIES)}. Received: distribute={name!r}")
+        raise ValueError(f"Expected distribute in {list(STRATEGIES)}. "
+                         f"Received: distribute={name!r}")
     if name == "none":
         return tf.distribute.get_strategy()
     if name == "mirrored":

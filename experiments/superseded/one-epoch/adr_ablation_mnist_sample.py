@@ -56,7 +56,7 @@ def main(argv=None):
         pgd_acc = float(np.mean(np.argmax(model.predict(pgd, verbose=0), -1) == y))
         start = time.perf_counter()
         result = attacks.AutoAttack(epsilon=0.3, seed=12).run(model, x, y, batch_size=200,
-                                                            verbose=False)
+                                                              verbose=False)
         row = {"row": name, "command": "tfrobust " + " ".join(command),
                "train_and_test_seconds": round(train_seconds, 1),
                "clean": result.clean_accuracy, "pgd20": pgd_acc,
