@@ -16,10 +16,13 @@ SMALL = ["--limit", "256", "--epochs", "1", "--val-limit", "64", "--eval-limit",
 
 def test_train_writes_artefacts_that_agree_with_each_other(tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert main(["train", *SMALL, "--epsilon", "0.2", "--output", out]) == 0
+    assert main(["train", *SMALL, "--epsilon", "0.2", "--attack-bn", "training",
+                 "--jit-compile", "false", "--output", out]) == 0
     assert sorted(os.listdir(out)) == ["config.json", "history.json", "model.keras"]
 
     config = json.load(open(os.path.join(out, "config.json")))
+    assert config["model"]["attack_bn"] == "training"
+    assert config["options"]["jit_compile"] is False
     assert config["options"]["epsilon"] == 0.2 and config["options"]["method"] == "pgd-at"
     assert config["options"]["data"] == "mnist-sample" and config["options"]["model"] == "small_cnn"
     assert config["data_info"]["num_classes"] == 10
@@ -63,6 +66,12 @@ def test_bad_options_fail_with_a_message_and_write_nothing(tmp_path, capsys):
     assert "data='no-such-data'" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "missing.npz"), "--output", str(out)]) == 1
     assert "missing.npz" in capsys.readouterr().err
+    # wide_resnet's shape, refused before anything trains.
+    assert main(["train", "--model", "wide_resnet", "--depth", "11", "--output", str(out)]) == 1
+    assert "depth=11" in capsys.readouterr().err
+    assert main(["train", "--model", "wide_resnet", "--depth", "10", "--width", "0",
+                 "--output", str(out)]) == 1
+    assert "width=0" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -75,12 +84,14 @@ def test_an_earlier_run_is_not_overwritten_without_asking(tmp_path, capsys):
     assert (out / "model.keras").read_text() == "an earlier model"
 
 
-@pytest.mark.parametrize("method,key,value", [("trades", "beta", 6.0), ("free-at", "replays", 4),
-                                              ("alp", "beta", 0.5)])
+@pytest.mark.parametrize("method,key,value", [
+    ("trades", "beta", 3.0), ("free-at", "replays", 3), ("alp", "beta", 0.25),
+    ("fast-at", "step_ratio", 1.0)])
 def test_every_method_trains_and_records_its_hyperparameters(tmp_path, method, key, value):
     out = str(tmp_path / method)
+    flag = "--" + key.replace("_", "-")  # the objective's hyperparameter, not its default
     assert main(["train", *SMALL, "--method", method, "--precision", "mixed_bfloat16",
-                 "--output", out]) == 0
+                 flag, str(value), "--output", out]) == 0
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["options"]["method"] == method
     assert config["model"]["objective"]["config"][key] == value

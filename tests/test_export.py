@@ -325,8 +325,14 @@ def test_untrained_unbuilt_and_missing_models_are_refused(models, tmp_path):
         export.export_saved_model(models["dense"], tmp_path / "a-file")
     with pytest.raises(ValueError, match="version=0"):
         export.export_saved_model(models["dense"], base, version=0)
-    # Weights trained elsewhere export when asked.
+    # Weights trained elsewhere export when asked: the API, and the command line.
     assert export.export_saved_model(untrained, base, allow_untrained=True).version == 1
+    untrained.save(tmp_path / "untrained.keras")
+    assert main(["export", str(tmp_path / "untrained.keras"), str(base)]) == 1
+    assert export.existing_versions(base) == [1]
+    assert main(["export", str(tmp_path / "untrained.keras"), str(base),
+                 "--allow-untrained"]) == 0
+    assert export.existing_versions(base) == [1, 2]
 
 
 # -- the command line --------------------------------------------------------------------------

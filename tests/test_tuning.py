@@ -333,6 +333,8 @@ def test_tune_command_writes_results_and_best_model_and_resumes(tmp_path, capsys
     # A different search in the same directory is refused, not silently mixed in.
     assert main([*command, "--tuner", "bayesian"]) == 1
     assert "tuner: 'random' -> 'bayesian'" in capsys.readouterr().err
+    assert main([*command, "--objective", "val_accuracy"]) == 1
+    assert "val_adv_accuracy" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text,match", [
