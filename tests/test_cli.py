@@ -116,6 +116,14 @@ def test_hypersphere_head_takes_the_reference_defaults_of_the_method(tmp_path, c
     assert np.abs(logits).max() <= 1.0 + 1e-5  # inference returns cosines
     assert main(["train", *SMALL, "--scale", "10", "--output", str(tmp_path / "x")]) == 1
     assert "--head hypersphere" in capsys.readouterr().err
+    assert main(["train", *SMALL, "--margin", "0.1", "--output", str(tmp_path / "x")]) == 1
+    assert "--head hypersphere" in capsys.readouterr().err
+    # Given values replace the method's defaults.
+    out = str(tmp_path / "he-given")
+    assert main(["train", *SMALL, "--method", "alp", "--head", "hypersphere", "--scale", "12",
+                 "--margin", "0.1", "--output", out]) == 0
+    head = json.load(open(os.path.join(out, "config.json")))["model"]["head"]
+    assert (head["config"]["scale"], head["config"]["margin"]) == (12.0, 0.1)
 
 
 def test_adr_with_weights_and_a_layer(tmp_path, capsys):
