@@ -110,6 +110,8 @@ def test_probabilities_are_caught(trained):
                        checks=["outputs_are_logits"], sweep_attacks=(),
                        attacks=[attacks.PGD(epsilon=EPSILON, num_steps=5)])
     assert "outputs_are_logits" in _failed(report)
+    assert (f"1 of {len(tfrobust.evaluation.CHECKS)} checks ran, 1 FAILED: outputs_are_logits"
+            in report.summary())
     assert report.check("outputs_are_logits").numbers["probability_rows"] == NUM_TEST
 
 
@@ -173,6 +175,17 @@ def test_report_round_trips_through_json_and_png(trained, tmp_path):
         np.testing.assert_allclose(shown.get_ydata(), [100 * curve["accuracy"][i] for i in near])
     np.testing.assert_allclose(lines["clean"].get_ydata(), [100 * raw["clean_accuracy"]] * 2)
     np.testing.assert_allclose(lines["worst_case"].get_ydata(), [100 * raw["robust_accuracy"]])
+    # Every mark is in the legend, and the legend sits below the panels, over no curve.
+    legend = figure.axes[0].get_legend()
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert len(labels) == len(lines) == len(raw["sweep"]["curves"]) + 4
+    assert f"evaluation epsilon {EPSILON:g}" in labels and "clean accuracy at epsilon 0" in labels
+    figure.canvas.draw()
+    box = legend.get_window_extent()
+    assert all(box.y1 < ax.get_window_extent().y0 for ax in figure.axes)
+    # The title and the summary say how many of the checks ran.
+    ran = f"2 of {len(tfrobust.evaluation.CHECKS)} checks ran, all passed"
+    assert ran in figure.axes[0].get_title() and f"checks: {ran}" in report.summary()
 
 
 def test_interrupted_evaluation_resumes_without_recomputing(trained, tmp_path, monkeypatch):

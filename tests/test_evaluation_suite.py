@@ -108,3 +108,13 @@ def test_white_box_members_stop_at_the_first_gradient_free_member():
     assert suite.white_box_members([pgd, fgsm]) == [0, 1]
     assert suite.white_box_members([square, pgd]) == []
     assert suite.BlackBox().ensemble_run_on_all([pgd, square, fgsm, square]) == {1, 3}
+
+
+def test_the_default_sweep_stops_at_the_large_epsilon():
+    """0 to 2x epsilon, budgets beyond the large epsilon (half the range in L-inf) dropped."""
+    grid = inputs.sweep_grid(None, 0.3, "linf", 0.0, 1.0, (28, 28, 1))
+    np.testing.assert_allclose(grid, [0.0, 0.075, 0.15, 0.225, 0.3, 0.45, 0.5])
+    grid = inputs.sweep_grid(None, 0.1, "linf", 0.0, 1.0, (28, 28, 1))
+    np.testing.assert_allclose(grid, [0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.5])
+    # L2: from anywhere in [0, 1]^784 the mid-range image is within 0.5 * sqrt(784) = 14.
+    assert inputs.sweep_grid([1.0], 1.5, "l2", 0.0, 1.0, (28, 28, 1)) == [0.0, 1.0, 1.5, 14.0]

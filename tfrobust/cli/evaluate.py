@@ -34,8 +34,9 @@ def add_parser(subparsers):
     parser.add_argument("--sweep-attacks", default="pgd,apgd-dlr",
                         help="attacks of the epsilon sweep (default pgd,apgd-dlr; pgd is PGD-20)")
     parser.add_argument("--epsilons",
-                        help="comma-separated sweep budgets (default 0 to 2x epsilon, plus the "
-                             "large epsilon of the check)")
+                        help="comma-separated sweep budgets (default 0, 1/4, 1/2, 3/4, 1, 1.5 "
+                             "and 2x epsilon; 0, epsilon and the large epsilon of the check "
+                             "are always added, budgets above the large epsilon dropped)")
     parser.add_argument("--checks", default="all",
                         help="'all', 'none' or comma-separated check names")
     parser.add_argument("--batch-size", type=int, default=256, help="examples per attack call")

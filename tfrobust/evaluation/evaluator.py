@@ -65,7 +65,11 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
         sweep_attacks: attacks for the epsilon sweep (names or instances;
             `"pgd"` is PGD-20). Their step sizes scale with epsilon.
         epsilons: budgets of the sweep; None: 0, 1/4, 1/2, 3/4, 1, 1.5 and 2
-            times `epsilon`. 0, `epsilon` and the large epsilon are always added.
+            times `epsilon`. 0, `epsilon` and the large epsilon (from which
+            every input reaches the mid-range image: half the pixel range in
+            L-inf) are always added; budgets above the large epsilon are
+            dropped, as no attack is stronger there (so at L-inf 0.3 on [0, 1]
+            the sweep ends 0.45, 0.5).
         checks: True (all), False (none) or a list of names from `CHECKS`.
         split, limit: the split and number of examples, for dataset names
             (limit applies to arrays and datasets too).

@@ -7,9 +7,10 @@ def plot_report(report):
     One curve per sweep attack (accuracy in percent against epsilon), the
     clean accuracy as a dashed line and a star at epsilon 0, the evaluation
     epsilon as a dotted vertical line, and the ensemble's worst case there as
-    a black diamond. Budgets above twice the evaluation epsilon (the large
-    epsilon of the check) go in a second, narrow panel so the main one keeps
-    its scale.
+    a black diamond, each named in the legend below the panels. Budgets above
+    twice the evaluation epsilon (the large epsilon of the check) go in a
+    second, narrow panel so the main one keeps its scale. The title says how
+    many of the checks ran and which failed (`EvaluationReport.checks_line`).
 
     Returns:
         A `matplotlib.figure.Figure` (drawn with the Agg backend; no display needed).
@@ -41,9 +42,11 @@ def plot_report(report):
             far_axes.plot([epsilons[i] for i in far], [accuracy[i] for i in far], marker="o",
                           color=line.get_color(), linestyle="none")
     axes.axhline(clean, color="grey", linestyle="--", linewidth=1,
-                 label=f"clean {clean:.1f}%", gid="clean")
-    axes.plot([0.0], [clean], marker="*", markersize=12, color="grey", linestyle="none")
-    axes.axvline(epsilon, color="black", linestyle=":", linewidth=1)
+                 label=f"clean accuracy {clean:.1f}%", gid="clean")
+    axes.plot([0.0], [clean], marker="*", markersize=12, color="grey", linestyle="none",
+              label="clean accuracy at epsilon 0", gid="clean_star")
+    axes.axvline(epsilon, color="black", linestyle=":", linewidth=1,
+                 label=f"evaluation epsilon {epsilon:g}", gid="epsilon")
     names = "+".join(a["name"] for a in report.attacks)
     axes.plot([epsilon], [100 * report.robust_accuracy], marker="D", color="black",
               linestyle="none", label=f"worst case ({names}) {100 * report.robust_accuracy:.1f}%",
@@ -52,18 +55,19 @@ def plot_report(report):
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(-2, 102)
     axes.grid(alpha=0.3)
-    axes.legend(loc="upper right", fontsize=8)
+    # Below the panels, so that no mark hides a curve.
+    axes.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), ncol=2, fontsize=8,
+                frameon=False)
     failed = [c.name for c in report.failed_checks]
     title = (f"{report.model.get('name')} on {report.data.get('name')} "
              f"({report.data.get('num_examples')} examples)")
-    axes.set_title(title + ("\nFAILED checks: " + ", ".join(failed) if failed
-                            else "\nall checks passed"), fontsize=10,
+    axes.set_title(f"{title}\n{report.checks_line()}", fontsize=10,
                    color="firebrick" if failed else "black")
     if far_axes is not None:
         far_axes.set_xticks([epsilons[i] for i in far])
         far_axes.tick_params(labelleft=False)
         far_axes.set_xlabel("large eps.")
         far_axes.grid(alpha=0.3)
-    else:
-        figure.tight_layout()
+    rows = -(-len(axes.get_legend().get_texts()) // 2)
+    figure.subplots_adjust(left=0.08, right=0.97, top=0.88, bottom=0.16 + 0.045 * rows)
     return figure

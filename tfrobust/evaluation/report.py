@@ -118,6 +118,23 @@ class EvaluationReport:
         return paths
 
     # -- reading -------------------------------------------------------------------------
+    def checks_line(self):
+        """`"3 of 12 checks ran, all passed"`, or which failed.
+
+        A check that was enabled but had nothing to judge (e.g. the sweep
+        checks without sweep attacks) did not run.
+        """
+        from tfrobust.evaluation import suite
+
+        ran = sum(c.passed is not None for c in self.checks)
+        failed = [c.name for c in self.failed_checks]
+        head = f"{ran} of {len(suite.names())} checks ran"
+        if not ran:
+            return head
+        if failed:
+            return f"{head}, {len(failed)} FAILED: {', '.join(failed)}"
+        return f"{head}, all passed"
+
     def summary(self):
         """A readable summary for the terminal."""
         threat = self.threat_model
@@ -141,11 +158,9 @@ class EvaluationReport:
             for curve in self.sweep["curves"]:
                 lines.append(f"    {curve['name']:<14} " + " ".join(
                     f"{100 * a:6.1f}%" for a in curve["accuracy"]))
-        failed = len(self.failed_checks)
-        ran = sum(c.passed is not None for c in self.checks)
-        lines.append(f"  checks: {ran - failed} of {ran} passed"
-                     + (f", {failed} FAILED: the robust accuracy above may be overestimated"
-                        if failed else ""))
+        lines.append(f"  checks: {self.checks_line()}"
+                     + (": the robust accuracy above may be overestimated"
+                        if self.failed_checks else ""))
         for check in self.checks:
             lines.append(f"    {check.status}  {check.name:<20} {check.summary}")
             if check.passed is False:
