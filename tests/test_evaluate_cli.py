@@ -1,6 +1,7 @@
 """`tfrobust evaluate`: a saved model in, report.json and report.png out."""
 
 import json
+import os
 
 import keras
 import pytest
@@ -127,3 +128,38 @@ def test_threat_model_split_and_attack_options_from_the_command_line(
                  "l2", "--quiet"]) == 1
     assert "Expected epsilon with norm='l2'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_second_writer_is_refused_and_named(saved_model, tmp_path, capsys):
+    """While one process holds the report directory, another evaluate into it is refused."""
+    import subprocess
+    import sys
+
+    from tfrobust.utils import locks
+
+    out = tmp_path / "report"
+    out.mkdir()
+    cheap = ["--limit", "20", "--attacks", "apgd-ce", "--sweep-attacks", "pgd",
+             "--epsilons", "0.1", "--checks", "none", "--quiet"]
+    # The holder loads the lock's module alone (no TensorFlow import: it starts at once).
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import importlib.util, sys, time\n"
+         "spec = importlib.util.spec_from_file_location('locks', sys.argv[2])\n"
+         "locks = importlib.util.module_from_spec(spec)\n"
+         "spec.loader.exec_module(locks)\n"
+         "with locks.DirectoryLock(sys.argv[1], 'the first run'):\n"
+         "    print('locked', flush=True)\n"
+         "    time.sleep(120)\n", str(out), locks.__file__],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["evaluate", str(saved_model), "--report", str(out), *cheap]) == 1
+        err = capsys.readouterr().err
+        assert "locked by" in err and f'"pid": {holder.pid}' in err and "the first run" in err
+        assert os.listdir(out) == [".lock"]  # nothing of the refused run, the holder's lock kept
+    finally:
+        holder.kill()
+        holder.wait()
+    # The lock dies with its holder: the same command now runs.
+    assert main(["evaluate", str(saved_model), "--report", str(out), *cheap]) == 0
+    assert (out / "report.json").exists()

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import sys
 
 EXIT_CHECKS_FAILED = 3
@@ -44,7 +45,8 @@ def add_parser(subparsers):
     parser.add_argument("--tolerance", type=float, default=0.02,
                         help="accuracy slack of checks comparing two attacks (default 0.02)")
     parser.add_argument("--report", required=True, metavar="DIR",
-                        help="directory for report.json, report.png and the resume cache")
+                        help="directory for report.json, report.png and the resume cache; "
+                             "locked while this runs (a second run into it is refused)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier report in DIR")
     parser.add_argument("--strict", action="store_true",
@@ -82,8 +84,21 @@ def _epsilons(text):
                          f"--epsilons {text!r}") from None
 
 
+def _remove_if_empty(report_dir):
+    """Undo the directories a failed run made: the report's, if it holds nothing but the lock
+    and an empty cache."""
+    from tfrobust.utils.locks import LOCK_FILE
+
+    cache_dir = os.path.join(report_dir, "cache")
+    if os.path.isdir(cache_dir) and not os.listdir(cache_dir):
+        os.rmdir(cache_dir)
+    if set(os.listdir(report_dir)) <= {LOCK_FILE}:
+        shutil.rmtree(report_dir)
+
+
 def run(args):
     from tfrobust.evaluation.report import REPORT_FILE
+    from tfrobust.utils.locks import DirectoryLock, DirectoryLockedError
 
     epsilons = _epsilons(args.epsilons)
 
@@ -114,18 +129,29 @@ def run(args):
              if os.path.isdir(cache_dir) else 0)
     if found:
         print(f"tfrobust evaluate: resuming: {found} finished units in {cache_dir}")
+    created = not os.path.exists(args.report)
+    os.makedirs(args.report, exist_ok=True)
+    lock = DirectoryLock(args.report, f"tfrobust evaluate {args.model} --report {args.report}")
     try:
-        report = tfrobust.evaluate(
-            args.model, data, norm=args.norm, epsilon=args.epsilon, attacks=args.attacks,
-            sweep_attacks=args.sweep_attacks, epsilons=epsilons, checks=checks,
-            split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
-            tolerance=args.tolerance, cache_dir=cache_dir, verbose=not args.quiet,
-        )
+        with lock:
+            report = tfrobust.evaluate(
+                args.model, data, norm=args.norm, epsilon=args.epsilon, attacks=args.attacks,
+                sweep_attacks=args.sweep_attacks, epsilons=epsilons, checks=checks,
+                split=args.split, limit=args.limit, batch_size=args.batch_size,
+                seed=args.seed, tolerance=args.tolerance, cache_dir=cache_dir,
+                verbose=not args.quiet,
+            )
+            paths = report.save(args.report)
     except KeyboardInterrupt:
         print(f"\ntfrobust evaluate: interrupted; finished units are kept in {cache_dir}. "
               "Run the same command again to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    paths = report.save(args.report)
+    except DirectoryLockedError:
+        raise  # the directory is the other run's: leave it as it is
+    except Exception:
+        if created:
+            _remove_if_empty(args.report)
+        raise
     print(report.summary())
     print(f"Report written: {', '.join(paths)} ({report.units['computed']} units computed, "
           f"{report.units['reused']} reused)")
