@@ -55,6 +55,10 @@ def test_evaluate_writes_report_and_plot(saved_model, tmp_path, capsys):
     assert f"robust accuracy  {100 * report.robust_accuracy:6.2f}%" in printed
     image = tf.io.decode_png(tf.io.read_file(str(out / "report.png"))).numpy()
     assert image.shape[-1] == 4 and image.shape[0] > 100
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["dataset"] == "mnist-sample" and card["n_examples"] == 40
+    assert card["additional_data"] is False  # the config.json beside the model
+    assert "model_card.json" in printed
 
     # The finished units are cached: the same command again (with --overwrite) reuses them.
     code = main(["evaluate", str(saved_model), "--report", str(out), "--overwrite", *QUICK])

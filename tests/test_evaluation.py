@@ -151,7 +151,8 @@ def test_report_round_trips_through_json_and_png(trained, tmp_path):
     report = _evaluate(robust, data, checks=["epsilon_zero", "valid_examples"],
                        epsilons=(EPSILON / 2, EPSILON))
     paths = report.save(tmp_path)
-    assert sorted(os.path.basename(p) for p in paths) == ["report.json", "report.png"]
+    assert sorted(os.path.basename(p) for p in paths) == ["model_card.json", "report.json",
+                                                          "report.png"]
     umask = os.umask(0)
     os.umask(umask)
     assert all(os.stat(p).st_mode & 0o777 == 0o666 & ~umask for p in paths)
@@ -162,6 +163,15 @@ def test_report_round_trips_through_json_and_png(trained, tmp_path):
     assert raw["data"]["num_examples"] == NUM_TEST and len(raw["broken_by"]) == NUM_TEST
     assert [a["config"]["config"]["epsilon"] for a in raw["attacks"]] == [EPSILON] * 3
     assert raw["provenance"]["tfrobust_version"] == tfrobust.__version__
+    # The model card: RobustBench's fields from the report, and what it cannot know left null.
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert card["clean_acc"] == f"{100 * raw['clean_accuracy']:.2f}"
+    assert card["robust_acc"] == f"{100 * raw['robust_accuracy']:.2f}"
+    assert card["autoattack_acc"] is None  # a custom ensemble, named in "attacks"
+    assert card["attacks"] == [a["name"] for a in raw["attacks"]]
+    assert (card["threat_model"], card["eps"], card["n_examples"]) == ("Linf", "0.2", NUM_TEST)
+    assert card["number_forward_passes"] == 1 and card["unreliable"] is False
+    assert card["link"] is None and card["additional_data"] is None  # no config.json here
     # The PNG decodes, and its curves are the JSON's numbers.
     image = tf.io.decode_png(tf.io.read_file(str(tmp_path / "report.png"))).numpy()
     assert image.shape == (576, 960, 4) and image.std() > 10

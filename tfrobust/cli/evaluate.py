@@ -45,7 +45,8 @@ def add_parser(subparsers):
     parser.add_argument("--tolerance", type=float, default=0.02,
                         help="accuracy slack of checks comparing two attacks (default 0.02)")
     parser.add_argument("--report", required=True, metavar="DIR",
-                        help="directory for report.json, report.png and the resume cache; "
+                        help="directory for report.json, report.png, model_card.json (a "
+                             "RobustBench-style entry) and the resume cache; "
                              "locked while this runs (a second run into it is refused)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier report in DIR")

@@ -92,10 +92,12 @@ class EvaluationReport:
             return cls.from_dict(json.load(handle))
 
     def save(self, directory, plot=True):
-        """Write `directory/report.json` and (with `plot`) `directory/report.png`.
+        """Write `directory/report.json`, `directory/model_card.json` and (with `plot`)
+        `directory/report.png`.
 
-        Each file is written to a temporary name and renamed into place, so a
-        reader never sees half a report.
+        The model card holds the fields of a RobustBench model entry and where each
+        comes from (`tfrobust.evaluation.model_card`). Each file is written to a
+        temporary name and renamed into place, so a reader never sees half a report.
 
         Returns:
             The paths written.
@@ -104,6 +106,11 @@ class EvaluationReport:
         paths = [_atomic_write(os.path.join(directory, REPORT_FILE),
                                lambda handle: json.dump(self.to_dict(), handle, indent=2),
                                mode="w")]
+        from tfrobust.evaluation.model_card import MODEL_CARD_FILE, report_card
+
+        card = report_card(self)
+        paths.append(_atomic_write(os.path.join(directory, MODEL_CARD_FILE),
+                                   lambda handle: json.dump(card, handle, indent=2), mode="w"))
         if plot:
             from tfrobust.evaluation.plot import plot_report
 
