@@ -52,6 +52,10 @@ def test_any_other_ensemble_is_not_called_autoattack(members):
 def test_epsilon_threat_model_and_failed_checks():
     card = model_card(_report([attacks.APGDCE(epsilon=0.3)], epsilon=0.3, passed=False))
     assert (card["eps"], card["unreliable"]) == ("0.3", True)
+    # 0.2 is 51/255, but reads better as itself; 2/255 has no short decimal.
+    assert model_card(_report([attacks.APGDCE(epsilon=0.2)], epsilon=0.2))["eps"] == "0.2"
+    assert model_card(_report([attacks.APGDCE(epsilon=2 / 255)], epsilon=2 / 255))[
+        "eps"] == "2/255"
     card = model_card(_report([attacks.APGDCE(epsilon=0.5, norm="l2")], epsilon=0.5,
                               norm="l2"))
     assert (card["threat_model"], card["eps"]) == ("L2", "0.5")

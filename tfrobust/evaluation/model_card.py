@@ -126,9 +126,12 @@ def _architecture(model, options):
 
 
 def _epsilon_text(threat):
+    """`"0.3"`, or `"8/255"` for a budget of whole 8-bit levels with no short decimal."""
     epsilon = threat["epsilon"]
+    decimal = f"{epsilon:g}"
     span = threat["clip_max"] - threat["clip_min"]
     steps = epsilon * 255 / span if span else 0.0
-    if threat["norm"] == "linf" and steps and abs(steps - round(steps)) < 1e-6:
+    if (len(decimal) > 5 and threat["norm"] == "linf" and steps
+            and abs(steps - round(steps)) < 1e-6):
         return f"{round(steps)}/255"
-    return f"{epsilon:g}"
+    return decimal
