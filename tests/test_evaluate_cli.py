@@ -164,6 +164,13 @@ def test_a_second_writer_is_refused_and_named(saved_model, tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
-    # The lock dies with its holder: the same command now runs.
-    assert main(["evaluate", str(saved_model), "--report", str(out), *cheap]) == 0
+    # The lock dies with its holder: the same command now runs (with its progress lines:
+    # a log, not a terminal, gets one per attack, and the plan ends complete).
+    capsys.readouterr()
+    assert main(["evaluate", str(saved_model), "--report", str(out),
+                 *[a for a in cheap if a != "--quiet"]]) == 0
     assert (out / "report.json").exists()
+    lines = [line for line in capsys.readouterr().out.splitlines() if " examples (" in line]
+    assert [line.split()[0] for line in lines] == ["apgd-ce", "sweep"]
+    done, planned = lines[-1].split(" examples")[0].split()[-3::2]
+    assert done == planned and "(100%)" in lines[-1]

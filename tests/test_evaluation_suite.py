@@ -1,13 +1,15 @@
 """The evaluator's registered checks: their order, the units each declares and runs, what the
 attacks declare for them (gradient-free or not, their cost), and the report's attack names."""
 
-import keras
+import io
+
 import numpy as np
 import pytest
 
 import tfrobust
 from tfrobust import attacks
-from tfrobust.evaluation import CHECKS, inputs, suite
+from tfrobust.evaluation import CHECKS, evaluator, inputs, suite
+from tfrobust.evaluation.progress import Progress
 from conftest import predicted, two_class_model
 
 EPSILON = 0.1
@@ -30,20 +32,14 @@ def test_checks_are_registered_in_the_report_order():
         suite.get("nonsense")
 
 
-class _CountingProgbar:
-    """Stands in for `keras.utils.Progbar`: keeps the planned total and the units added."""
+class _Recording(Progress):
+    """The evaluation's progress line, kept for the test (and written nowhere)."""
 
     made = []
 
-    def __init__(self, target, unit_name=None):
-        self.target, self.added = target, 0
-        _CountingProgbar.made.append(self)
-
-    def add(self, count):
-        self.added += count
-
-    def update(self, current, finalize=False):
-        pass
+    def __init__(self):
+        super().__init__(stream=io.StringIO(), interactive=False)
+        _Recording.made.append(self)
 
 
 @pytest.fixture
@@ -54,30 +50,31 @@ def tiny_case():
 
 
 def _evaluate_counting(monkeypatch, model, data, checks):
-    _CountingProgbar.made.clear()
-    monkeypatch.setattr(keras.utils, "Progbar", _CountingProgbar)
+    """The report, and the examples the progress line planned and saw done."""
+    _Recording.made.clear()
+    monkeypatch.setattr(evaluator, "Progress", _Recording)
     report = tfrobust.evaluate(model, data, epsilon=EPSILON, attacks=[attacks.FGSM(EPSILON)],
                                sweep_attacks=(), checks=checks, batch_size=BATCH, verbose=True)
-    (progress,) = _CountingProgbar.made
-    return report, progress
+    (progress,) = _Recording.made
+    return report, sum(progress.planned.values()), sum(progress.done.values())
 
 
 @pytest.mark.parametrize("name", CHECKS)
 def test_each_check_runs_the_units_it_declares(name, tiny_case, monkeypatch):
     model, data = tiny_case
-    report, progress = _evaluate_counting(monkeypatch, model, data, [name])
-    chunks, ensemble_units = 3, 3
-    expected = chunks * ATTACKS_RUN.get(name, 0)
-    assert progress.target - ensemble_units == expected  # what the check declared
-    assert progress.added - ensemble_units == expected   # what it ran
+    report, planned, done = _evaluate_counting(monkeypatch, model, data, [name])
+    examples, ensemble = 12, 12
+    expected = examples * ATTACKS_RUN.get(name, 0)
+    assert planned - ensemble == expected  # what the check declared
+    assert done - ensemble == expected     # what it ran
     assert [c.name for c in report.checks] == [name]
 
 
 def test_checks_together_run_a_shared_attack_once(tiny_case, monkeypatch):
     model, data = tiny_case
-    report, progress = _evaluate_counting(monkeypatch, model, data, True)
-    # The ensemble (1 attack) and 7 distinct check attacks, on 3 batches each.
-    assert progress.target == progress.added == 3 * (1 + 7)
+    report, planned, done = _evaluate_counting(monkeypatch, model, data, True)
+    # The ensemble (1 attack) and 7 distinct check attacks, on the 12 examples each.
+    assert planned == done == 12 * (1 + 7)
     assert list(report.check_attacks) == ["pgd-20", "pgd-100", "pgd-20x5", "fgsm",
                                           "square-1000"]
     assert report.check("valid_examples").numbers["checked"] == 12 * (1 + 7)

@@ -8,12 +8,12 @@ registered checks, which measure through the runner and judge with `checks`.
 
 import time
 
-import keras
 import numpy as np
 
 from tfrobust import attacks as attacks_lib
 from tfrobust.evaluation import inputs
 from tfrobust.evaluation import suite
+from tfrobust.evaluation.progress import Progress
 from tfrobust.evaluation.report import EvaluationReport
 from tfrobust.evaluation.runner import Runner
 from tfrobust.evaluation.store import UnitStore
@@ -81,7 +81,8 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
         cache_dir: keep each finished unit (an attack on a batch) here; an
             interrupted evaluation run again with the same arguments skips
             finished units.
-        verbose: show a progress bar.
+        verbose: show the progress line: the attack running, examples done of planned,
+            and the time left from each attack's measured pace (`evaluation.progress`).
 
     Returns:
         An `EvaluationReport`; `report.save(directory)` writes `report.json`
@@ -123,9 +124,8 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     runner.set_correct(np.argmax(logits, -1) == y)
     timings["clean"] = time.perf_counter() - tick
     context = suite.CheckContext(runner, logits_fn, logits, members, common, tolerance)
-    planned = (runner.num_chunks * (len(members) + len(sweepers) * len(grid))
-               + suite.planned_units(enabled, context))
-    runner.progress = keras.utils.Progbar(planned, unit_name="unit") if verbose else None
+    runner.progress = Progress() if verbose else None
+    _plan(runner, members, sweepers, grid, enabled, context)
 
     # 2. The ensemble, each member on the points still robust.
     tick = time.perf_counter()
@@ -136,17 +136,33 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     # 3. The epsilon sweep.
     tick = time.perf_counter()
     context.grid = grid
+    runner.stage = "sweep"
     context.curves = [_sweep(runner, attack, grid) for attack in sweepers]
     timings["sweep"] = time.perf_counter() - tick
 
     # 4. The checks.
     tick = time.perf_counter()
+    runner.stage = "check"
     results = suite.run_checks(enabled, context)
     timings["checks"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
     if runner.progress is not None:
-        runner.progress.update(planned, finalize=True)
+        runner.progress.close()
     return _report(model_identity, data_identity, context, results, timings)
+
+
+def _plan(runner, members, sweepers, grid, checks, context):
+    """Tell the progress line the work ahead, in examples per attack (see `progress`)."""
+    correct = len(runner.correct_index)
+    for member in members:
+        runner.plan(member, correct)  # an upper bound: `Runner.ensemble` drops the rest
+    runner.stage = "sweep"
+    for attack in sweepers:
+        runner.plan(attack, correct * len(grid))
+    runner.stage = "check"
+    for attack, scale in suite.planned_attacks(checks, context):
+        runner.plan(attack, correct, tag=suite.scale_tag(scale))
+    runner.stage = ""
 
 
 def _cache(cache_dir, model_identity, verbose):

@@ -39,8 +39,8 @@ class Runner:
         self.cache = cache
         self.context = context
         self.norm, self.clip_min, self.clip_max = norm, clip_min, clip_max
-        self.progress = None
-        self.units_run = 0  # units asked for (computed or from the cache)
+        self.progress = None  # a `progress.Progress`, or None
+        self.stage = ""  # prefixes the progress key of the units run: "sweep", "check"
         self._attacks = {}
         self._predictors = {}
         self.validity = {}
@@ -64,11 +64,14 @@ class Runner:
         """Units per standalone attack (batches of correctly classified examples)."""
         return len(self.chunks)
 
-    def tick(self, count=1):
-        """Count `count` units as done, on the progress bar too."""
-        self.units_run += count
-        if self.progress is not None and count:
-            self.progress.add(count)
+    def progress_key(self, attack, tag=""):
+        """What the progress line calls a unit of `attack` in the current stage."""
+        return " ".join(part for part in (self.stage, label(attack), tag and f"[{tag}]") if part)
+
+    def plan(self, attack, examples, tag=""):
+        """Announce `examples` of `attack`'s work to the progress line."""
+        if self.progress is not None:
+            self.progress.plan(self.progress_key(attack, tag), examples, passes(attack))
 
     def _attack(self, attack, tag):
         """One attack object per config and logits (each keeps its own compiled function)."""
@@ -90,7 +93,8 @@ class Runner:
         config = attacks_lib.serialize(attack)
         key = digest(self.context, config, tag, int(unit_seed), np.asarray(indices, np.int64))
         result = self.cache.get(key)
-        if result is None:
+        computed = result is None
+        if computed:
             started = time.perf_counter()
             attack = self._attack(attack, tag)
             fn = logits_fn or self.logits_fn
@@ -110,7 +114,9 @@ class Runner:
         for field in _VIOLATIONS:
             counts[field] += int(np.sum(result[field]))
         counts["checked"] += len(indices)
-        self.tick()
+        if self.progress is not None:
+            self.progress.advance(self.progress_key(attack, tag), len(indices),
+                                  float(result["seconds"]) if computed else None)
         return result
 
     def _violations(self, x, x_adv, epsilon):
@@ -154,10 +160,16 @@ class Runner:
             result = self.unit(members[index], indices, group)
             return result["fooled"], float(result["seconds"])
 
-        before = self.units_run
         counts = attacks_lib.attack_in_turn(len(members), self.correct, attack_batch,
                                             self.batch_size, regroup=False,
                                             run_on_all=run_on_all)
-        # A member with nothing left to attack in a batch runs no unit: count it as done.
-        self.tick(self.num_chunks * len(members) - (self.units_run - before))
+        if self.progress is not None:  # later members attacked fewer points than planned
+            for member in members:
+                self.progress.finish(self.progress_key(member))
         return counts
+
+
+def passes(attack):
+    """Roughly the forward and backward passes `attack` makes per example (for estimates)."""
+    return ((attack.cost or 1) * (getattr(attack, "num_restarts", 1) or 1)
+            * (getattr(attack, "num_target_classes", 1) or 1))

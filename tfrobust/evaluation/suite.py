@@ -1,7 +1,7 @@
 """The checks of `tfrobust.evaluate` as registered objects that measure and judge.
 
 Each check declares the attacks it runs on the correctly classified points
-(`attacks`; the progress bar's total is counted from these), measures what it
+(`attacks`; the progress line's plan is made from these), measures what it
 needs through the evaluation's `Runner` (`measure`), and gives its verdict with
 a pure function of `tfrobust.evaluation.checks` (`judge`). `run_checks` first
 measures every enabled check, then judges them, so a verdict sees everything
@@ -92,7 +92,7 @@ class CheckContext:
                 fooled = self.runner.standalone(attack)
             else:
                 fooled = self.runner.standalone(attack, logits_fn=_scaled(self.logits_fn, scale),
-                                                tag=f"logits x {scale:.6g}")
+                                                tag=scale_tag(scale))
             self._ran[key] = (attack, scale, fooled)
         return self._ran[key][2]
 
@@ -135,7 +135,7 @@ class EvaluationCheck:
         `(attack, scale)` pairs (`scale`: None for the logits as they are).
 
         Each runs one unit per batch: these are the units the check declares
-        (`planned_units` counts them for the progress bar).
+        (`planned_attacks` plans them for the progress line).
         """
         return []
 
@@ -155,11 +155,19 @@ class EvaluationCheck:
         raise NotImplementedError
 
 
-def planned_units(checks, context):
-    """The units `checks` run together: an attack several of them run (PGD-20) runs once."""
-    keys = {context.key(attack, scale) for check in checks
-            for attack, scale in check.attacks(context)}
-    return context.runner.num_chunks * len(keys)
+def planned_attacks(checks, context):
+    """The `(attack, scale)` runs `checks` make together: one several of them run (PGD-20)
+    runs once."""
+    planned = {}
+    for check in checks:
+        for attack, scale in check.attacks(context):
+            planned.setdefault(context.key(attack, scale), (attack, scale))
+    return list(planned.values())
+
+
+def scale_tag(scale):
+    """How units on the logits times `scale` are tagged (None: the logits as they are)."""
+    return "" if scale is None else f"logits x {scale:.6g}"
 
 
 def run_checks(checks, context):
