@@ -28,7 +28,7 @@ def saved_model(mnist_sample, tmp_path_factory):
     return run / "model.keras"
 
 
-QUICK = ["--limit", "40", "--attacks", "apgd-ce,square", "--sweep-attacks", "pgd",
+QUICK = ["--limit", "40", "--attacks", "apgd-ce,fgsm", "--sweep-attacks", "pgd",
          "--epsilons", "0.05,0.1",
          "--checks", "epsilon_zero,monotone_in_epsilon,deterministic,valid_examples",
          "--quiet"]
@@ -174,3 +174,39 @@ def test_a_second_writer_is_refused_and_named(saved_model, tmp_path, capsys):
     assert [line.split()[0] for line in lines] == ["apgd-ce", "sweep"]
     done, planned = lines[-1].split(" examples")[0].split()[-3::2]
     assert done == planned and "(100%)" in lines[-1]
+
+
+def test_two_shards_in_two_processes_give_the_unsharded_report(saved_model, tmp_path):
+    """`--shard 1/2` and `--shard 2/2` at once, then the same command without --shard:
+    nothing left to compute, and the report of a run that was never sharded."""
+    import subprocess
+    import sys
+
+    # Checks that attack through the runner (their units are sharded too) and one that does not.
+    checks = "large_epsilon,more_steps,single_step,deterministic"
+    options = ["--limit", "32", "--batch-size", "8", "--attacks", "apgd-ce,fgsm",
+               "--sweep-attacks", "pgd", "--epsilons", "0.1", "--checks", checks, "--quiet"]
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    assert main(["evaluate", str(saved_model), "--report", str(whole), *options]) == 0
+    shards = [subprocess.Popen([sys.executable, "-m", "tfrobust", "evaluate", str(saved_model),
+                                "--report", str(sharded), "--shard", f"{k}/2", *options],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for k in (1, 2)]
+    outputs = [shard.communicate(timeout=600) for shard in shards]
+    assert [shard.returncode for shard in shards] == [0, 0], outputs
+    assert all("without --shard to write the report" in out for out, _ in outputs)
+    assert not (sharded / "report.json").exists()
+
+    assert main(["evaluate", str(saved_model), "--report", str(sharded), *options]) == 0
+    expected, report = EvaluationReport.load(whole), EvaluationReport.load(sharded)
+    assert report.units == {"computed": 0, "reused": expected.units["computed"]}
+    assert report.units["reused"] > 4  # several batches of several attacks, split in two
+    for key in ("clean_accuracy", "robust_accuracy", "broken_by", "sweep"):
+        assert getattr(report, key) == getattr(expected, key)
+    assert [c.numbers for c in report.checks] == [c.numbers for c in expected.checks]
+    assert [c.name for c in report.checks] == checks.split(",")
+
+    for bad in ("3/2", "0/2", "two"):
+        assert main(["evaluate", str(saved_model), "--report", str(tmp_path / "bad"),
+                     "--shard", bad, "--quiet"]) == 1
+    assert not (tmp_path / "bad").exists()

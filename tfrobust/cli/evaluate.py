@@ -50,6 +50,11 @@ def add_parser(subparsers):
                              "locked while this runs (a second run into it is refused)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier report in DIR")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="compute only the K-th of N shares of the work into DIR/cache and "
+                             "write no report; shards may run at once (processes, or machines "
+                             "sharing DIR); the same command without --shard then reuses their "
+                             "units and writes the report")
     parser.add_argument("--strict", action="store_true",
                         help=f"exit with status {EXIT_CHECKS_FAILED} if any check fails")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -97,25 +102,38 @@ def _remove_if_empty(report_dir):
         shutil.rmtree(report_dir)
 
 
-def run(args):
+def _units_in(cache_dir):
+    """Finished units in an evaluation cache."""
+    if not os.path.isdir(cache_dir):
+        return 0
+    return sum(name.endswith(".npz") for name in os.listdir(cache_dir))
+
+
+def _check_report_dir(args):
+    """Refuse a --report that is a file, or holds a report (unless --overwrite, or a shard)."""
     from tfrobust.evaluation.report import REPORT_FILE
+
+    if os.path.exists(args.report) and not os.path.isdir(args.report):
+        raise FileExistsError(f"Expected a directory. Received: --report {args.report!r} is a "
+                              "file")
+    if (os.path.exists(os.path.join(args.report, REPORT_FILE)) and not args.overwrite
+            and not args.shard):
+        raise FileExistsError(f"Expected a report directory without an earlier report. "
+                              f"Received: --report {args.report!r} already holds {REPORT_FILE}; "
+                              "pass --overwrite to replace it.")
+
+
+def run(args):
     from tfrobust.utils.locks import DirectoryLock, DirectoryLockedError
 
     epsilons = _epsilons(args.epsilons)
-
     if not os.path.isfile(args.model):
         raise FileNotFoundError(f"Expected a saved model file. Received: MODEL {args.model!r}")
     data = args.data or _default_data(args.model)
     if data is None:
         raise ValueError("Expected --data (no config.json beside the model names its dataset). "
                          "Received: --data not given")
-    if os.path.exists(args.report) and not os.path.isdir(args.report):
-        raise FileExistsError(f"Expected a directory. Received: --report {args.report!r} is a "
-                              "file")
-    if os.path.exists(os.path.join(args.report, REPORT_FILE)) and not args.overwrite:
-        raise FileExistsError(f"Expected a report directory without an earlier report. "
-                              f"Received: --report {args.report!r} already holds {REPORT_FILE}; "
-                              "pass --overwrite to replace it.")
+    _check_report_dir(args)
     checks = {"all": True, "none": False}.get(args.checks, args.checks)
 
     import tensorflow as tf
@@ -126,13 +144,15 @@ def run(args):
     # "triggered tf.function retracing" warning about it would only be noise here.
     tf.get_logger().addFilter(_NoRetracingWarning())
     cache_dir = os.path.join(args.report, "cache")
-    found = (sum(name.endswith(".npz") for name in os.listdir(cache_dir))
-             if os.path.isdir(cache_dir) else 0)
-    if found:
-        print(f"tfrobust evaluate: resuming: {found} finished units in {cache_dir}")
+    if _units_in(cache_dir):
+        print(f"tfrobust evaluate: resuming: {_units_in(cache_dir)} finished units in "
+              f"{cache_dir}")
     created = not os.path.exists(args.report)
     os.makedirs(args.report, exist_ok=True)
-    lock = DirectoryLock(args.report, f"tfrobust evaluate {args.model} --report {args.report}")
+    shard = f" --shard {args.shard}" if args.shard else ""
+    # Shards of one evaluation share the directory; a whole run holds it alone.
+    lock = DirectoryLock(args.report, f"tfrobust evaluate {args.model} --report "
+                         f"{args.report}{shard}", shared=bool(args.shard))
     try:
         with lock:
             report = tfrobust.evaluate(
@@ -140,9 +160,9 @@ def run(args):
                 sweep_attacks=args.sweep_attacks, epsilons=epsilons, checks=checks,
                 split=args.split, limit=args.limit, batch_size=args.batch_size,
                 seed=args.seed, tolerance=args.tolerance, cache_dir=cache_dir,
-                verbose=not args.quiet,
+                shard=args.shard, verbose=not args.quiet,
             )
-            paths = report.save(args.report)
+            paths = report.save(args.report) if report is not None else []
     except KeyboardInterrupt:
         print(f"\ntfrobust evaluate: interrupted; finished units are kept in {cache_dir}. "
               "Run the same command again to resume.", file=sys.stderr)
@@ -153,6 +173,11 @@ def run(args):
         if created:
             _remove_if_empty(args.report)
         raise
+    if report is None:
+        print(f"tfrobust evaluate: shard {args.shard} done; {cache_dir} holds "
+              f"{_units_in(cache_dir)} units. "
+              "Run the same command without --shard to write the report.")
+        return 0
     print(report.summary())
     print(f"Report written: {', '.join(paths)} ({report.units['computed']} units computed, "
           f"{report.units['reused']} reused)")

@@ -25,7 +25,7 @@ CHECKS = suite.names()
 def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
              sweep_attacks=("pgd", "apgd-dlr"), epsilons=None, checks=True, split="test",
              limit=None, batch_size=256, clip_min=0.0, clip_max=1.0, seed=0, tolerance=0.02,
-             cache_dir=None, verbose=True):
+             cache_dir=None, shard=None, verbose=True):
     """Evaluate a model's robustness, with the checks that catch gradient masking.
 
     Runs, on the same examples:
@@ -81,12 +81,18 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
         cache_dir: keep each finished unit (an attack on a batch) here; an
             interrupted evaluation run again with the same arguments skips
             finished units.
+        shard: `"k/n"` or `(k, n)`: compute only the k-th of n shares of the work
+            into `cache_dir` (every unit of every n-th batch) and return None.
+            Shards may run at once, in processes or on machines sharing
+            `cache_dir`; a run without `shard` afterwards reuses their units and
+            computes only what is missing, giving the report an unsharded run
+            gives.
         verbose: show the progress line: the attack running, examples done of planned,
             and the time left from each attack's measured pace (`evaluation.progress`).
 
     Returns:
-        An `EvaluationReport`; `report.save(directory)` writes `report.json`
-        and `report.png`.
+        An `EvaluationReport` (None for a `shard`); `report.save(directory)` writes
+        `report.json`, `model_card.json` and `report.png`.
 
     Example:
 
@@ -102,6 +108,7 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     batch_size = validation.check_number("batch_size", batch_size, minimum=1, integer=True)
     tolerance = validation.check_number("tolerance", tolerance, minimum=0.0, maximum=1.0)
     seed = validation.check_number("seed", seed, minimum=0, integer=True)
+    shard = inputs.check_shard(shard, cache_dir)
     enabled = inputs.check_names(checks, suite.names())
     enabled = [suite.get(name) for name in suite.names() if name in enabled]
     common = {"epsilon": epsilon, "norm": norm, "seed": seed, "clip_min": clip_min,
@@ -114,7 +121,7 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     logits_fn = inputs.evaluation_logits(model)
     runner = Runner(logits_fn, x, y, batch_size, _cache(cache_dir, model_identity, verbose),
                     [model_identity.get("weights_sha256"), data_identity["sha256"]], norm,
-                    clip_min, clip_max)
+                    clip_min, clip_max, shard=shard)
     timings = {}
 
     # 1. Clean accuracy.
@@ -143,6 +150,12 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     # 4. The checks.
     tick = time.perf_counter()
     runner.stage = "check"
+    if shard is not None:  # the units are in the cache; the verdicts are the full run's
+        for check in enabled:
+            check.measure(context)
+        if runner.progress is not None:
+            runner.progress.close()
+        return None
     results = suite.run_checks(enabled, context)
     timings["checks"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
@@ -153,7 +166,7 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
 
 def _plan(runner, members, sweepers, grid, checks, context):
     """Tell the progress line the work ahead, in examples per attack (see `progress`)."""
-    correct = len(runner.correct_index)
+    correct = runner.owned_examples
     for member in members:
         runner.plan(member, correct)  # an upper bound: `Runner.ensemble` drops the rest
     runner.stage = "sweep"

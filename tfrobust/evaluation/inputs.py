@@ -75,6 +75,22 @@ def threat_model(model, norm, epsilon):
     return norm, float(epsilon)
 
 
+def check_shard(shard, cache_dir):
+    """`(k, n)` from `"k/n"` or a pair, 1 <= k <= n; None stays None."""
+    if shard is None:
+        return None
+    try:
+        k, n = (int(part) for part in (shard.split("/") if isinstance(shard, str) else shard))
+    except (TypeError, ValueError):
+        k = n = None
+    if k is None or not 1 <= k <= n:
+        raise ValueError(f"Expected shard as 'k/n' with 1 <= k <= n. Received: shard={shard!r}")
+    if cache_dir is None:
+        raise ValueError("Expected cache_dir with shard: a shard's work goes to the cache. "
+                         f"Received: shard={shard!r}, cache_dir=None")
+    return k, n
+
+
 def evaluation_logits(model):
     """The logits attacks see: a `RobustModel`'s evaluation logits (`LOGIT_USES`)."""
     return attacks_lib.as_logits_fn(model)

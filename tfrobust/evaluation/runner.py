@@ -29,9 +29,15 @@ class Runner:
         cache: a `UnitStore`.
         context: what identifies the model and data in unit keys.
         norm, clip_min, clip_max: the threat model's norm and pixel range.
+        shard: `(k, n)`: compute only the units of batches `b` with `b % n == k - 1`
+            (every stage's units of a batch are one shard's, so an ensemble member
+            finds what the earlier ones left); the others return placeholders
+            (nothing fooled), fit only for filling the cache. None: every unit.
     """
 
-    def __init__(self, logits_fn, x, y, batch_size, cache, context, norm, clip_min, clip_max):
+    def __init__(self, logits_fn, x, y, batch_size, cache, context, norm, clip_min, clip_max,
+                 shard=None):
+        self.shard = shard
         self.logits_fn = logits_fn
         self._predict = tf.function(logits_fn, reduce_retracing=True)
         self.x, self.y = x, y
@@ -58,6 +64,15 @@ class Runner:
         self.correct_index = np.flatnonzero(correct)
         self.chunks = [self.correct_index[i:i + self.batch_size]
                        for i in range(0, len(self.correct_index), self.batch_size)]
+
+    def owns(self, batch):
+        """Whether this runner's shard computes the units of batch number `batch`."""
+        return self.shard is None or batch % self.shard[1] == self.shard[0] - 1
+
+    @property
+    def owned_examples(self):
+        """Correctly classified examples in the batches this shard computes."""
+        return sum(len(chunk) for b, chunk in enumerate(self.chunks) if self.owns(b))
 
     @property
     def num_chunks(self):
@@ -90,6 +105,10 @@ class Runner:
             logits_fn: the logits to attack, if not the model's (`tag` names them).
             tag: what distinguishes `logits_fn` in keys and names, e.g. `"logits x 10"`.
         """
+        if not self.owns(int(unit_seed)):  # another shard's: computed there
+            nothing = np.zeros(len(indices), bool)
+            return {"fooled": nothing, "seconds": np.float64(0.0),
+                    **{field: nothing for field in _VIOLATIONS}}
         config = attacks_lib.serialize(attack)
         key = digest(self.context, config, tag, int(unit_seed), np.asarray(indices, np.int64))
         result = self.cache.get(key)
