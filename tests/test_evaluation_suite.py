@@ -104,7 +104,6 @@ def test_white_box_members_stop_at_the_first_gradient_free_member():
     assert suite.white_box_members([pgd, fgsm, square, pgd]) == [0, 1]
     assert suite.white_box_members([pgd, fgsm]) == [0, 1]
     assert suite.white_box_members([square, pgd]) == []
-    assert suite.BlackBox().ensemble_run_on_all([pgd, square, fgsm, square]) == {1, 3}
 
 
 def test_the_default_sweep_stops_at_the_large_epsilon():
@@ -115,3 +114,45 @@ def test_the_default_sweep_stops_at_the_large_epsilon():
     np.testing.assert_allclose(grid, [0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.5])
     # L2: from anywhere in [0, 1]^784 the mid-range image is within 0.5 * sqrt(784) = 14.
     assert inputs.sweep_grid([1.0], 1.5, "l2", 0.0, 1.0, (28, 28, 1)) == [0.0, 1.0, 1.5, 14.0]
+
+
+@pytest.mark.filterwarnings("ignore:.*from_logits=True.*:UserWarning")
+def test_checks_the_clean_pass_decides_are_judged_before_any_attack(tiny_case, capsys):
+    """A model that outputs probabilities is named before the first attack's line."""
+    import keras
+
+    model, data = tiny_case
+    probabilities = keras.Sequential([keras.Input((2, 2, 1)), model, keras.layers.Softmax()])
+    report = tfrobust.evaluate(probabilities, data, epsilon=EPSILON,
+                               attacks=[attacks.FGSM(EPSILON)], sweep_attacks=(),
+                               checks=["outputs_are_logits", "deterministic", "single_step"],
+                               batch_size=BATCH, verbose=True)
+    out = capsys.readouterr().out
+    assert [suite.get(name).early for name in CHECKS] == [
+        name in ("zero_gradient", "outputs_are_logits", "deterministic") for name in CHECKS]
+    assert "check outputs_are_logits FAILED before any attack" in out
+    assert "deterministic FAILED" not in out
+    assert out.index("FAILED before any attack") < out.index("fgsm")
+    assert [c.name for c in report.checks] == ["single_step", "outputs_are_logits",
+                                               "deterministic"]
+    assert [c.passed for c in report.checks][1:] == [False, True]
+
+
+def test_black_box_reads_squares_finds_in_the_ensemble(tiny_case, monkeypatch):
+    """With Square in the ensemble the check runs no Square of its own (only PGD-20, for the
+    white-box worst case): Square's finds after FGSM are added to the white-box breaks."""
+    model, data = tiny_case
+    _Recording.made.clear()
+    monkeypatch.setattr(evaluator, "Progress", _Recording)
+    members = [attacks.FGSM(EPSILON), attacks.Square(EPSILON, num_queries=50)]
+    report = tfrobust.evaluate(model, data, epsilon=EPSILON, attacks=members, sweep_attacks=(),
+                               checks=["black_box"], batch_size=BATCH, verbose=True)
+    assert list(report.check_attacks) == ["pgd-20"]
+    (progress,) = _Recording.made
+    assert set(progress.planned) == {"fgsm", "square-50", "check pgd-20"}
+    numbers = report.check("black_box").numbers
+    square_broke = report.attacks[1]["broken"] / 12
+    # white-box worst case W (FGSM and PGD-20) and the same with Square's finds S added:
+    # W u S is at least the ensemble's breaks (FGSM u S) and at most W plus S.
+    assert numbers["white_box_accuracy"] - square_broke <= numbers["square-50"]
+    assert numbers["square-50"] <= min(numbers["white_box_accuracy"], report.robust_accuracy)

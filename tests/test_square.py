@@ -180,6 +180,26 @@ def test_search_stops_once_every_example_is_broken():
     assert queries.min() >= 1
 
 
+def test_broken_examples_are_not_sent_to_the_model_again():
+    """Examples break at different queries; the model sees exactly the queries counted."""
+    # z_0 = 8, z_1 = the sum of 16 pixels: margins 0.1, 0.3, 0.5 and 5 from a constant image;
+    # at most 16 x 0.05 = 0.8 can be taken back, so the last example never breaks.
+    w = np.stack([np.zeros(16), np.full(16, 1.0)], axis=1)
+    model = linear_classifier(w, [8.0, 0.0], input_shape=(4, 4, 1))
+    examples = tf.Variable(0)
+
+    def counted(images):
+        examples.assign_add(tf.shape(images)[0])
+        return model(images)
+
+    margins = np.array([0.1, 0.3, 0.5, 5.0], "float32")
+    x = np.ones((4, 4, 4, 1), "float32") * ((8.0 - margins) / 16).reshape(4, 1, 1, 1)
+    _, queries = run(attacks.Square(epsilon=0.05, num_queries=300, seed=1), counted, x,
+                     np.zeros(4, "int32"))
+    assert queries[3] == 300 and len(set(queries[:3])) > 1  # broken at different queries
+    assert examples.numpy() == queries.sum()  # not 4 x 300
+
+
 @pytest.mark.parametrize("loss,targeted", [("cw", False), ("ce", False), ("cw", True)])
 def test_linf_square_reaches_the_optimal_corner_of_a_linear_model(loss, targeted):
     # For a 2-class linear model the margin is separable over pixels: its maximum over the

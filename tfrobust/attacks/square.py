@@ -139,10 +139,9 @@ class Square(Attack):
     Each iteration changes one random square window of side
     `s = round(sqrt(p * H * W))`, where `p` follows `p_selection`, and keeps
     the change for the examples whose loss improves (or which become
-    misclassified). Broken examples are frozen and stop spending queries, and
-    the search ends early once every example is broken. (To keep shapes
-    static, each step still runs the model on the whole batch; the queries
-    counted per example are those a black-box attacker would have to make.)
+    misclassified). Broken examples are frozen and are not sent to the model
+    again (each step queries only the examples still unbroken), and the search
+    ends early once every example is broken.
 
     - L-inf: starts from vertical stripes of +-epsilon (one sign per column and
       channel); a window is set to +-epsilon, one random sign per channel.
@@ -312,9 +311,7 @@ class Square(Attack):
         else:
             x_best = self._init_l2(x, seeds[0])
             table = _inverse_square_sums(max(height, width))
-        logits = logits_fn(x_best)
-        best = self._objective(logits, y)
-        success = self._success(logits, y) & ~done
+        best, success = self._query(logits_fn, x_best, y, ~done)
         queries = tf.cast(~done, tf.int32)
         done = done | success
 
@@ -326,10 +323,8 @@ class Square(Attack):
                 x_new = self._propose_linf(key, x, x_best, side, corners)
             else:
                 x_new = self._propose_l2(key, x, x_best, side, table)
-            logits = logits_fn(x_new)
-            value = self._objective(logits, y)
-            fooled = self._success(logits, y)
             active = ~done
+            value, fooled = self._query(logits_fn, x_new, y, active)
             accept = active & ((value > best) | fooled)
             x_best = tf.where(accept[:, None, None, None], x_new, x_best)
             best = tf.where(accept, value, best)
@@ -344,6 +339,24 @@ class Square(Attack):
             maximum_iterations=steps,
         )
         return x_best, best, success, queries
+
+    def _query(self, logits_fn, x_new, y, active):
+        """The objective and success of the `active` examples' proposals, (B,) each.
+
+        Only the active examples are sent to the model (the reference queries
+        only the examples it has not broken yet); the others get a value no
+        proposal is accepted on.
+        """
+        index = tf.where(active)[:, 0]
+        logits = logits_fn(tf.gather(x_new, index))
+        labels = tf.gather(y, index)
+        at = index[:, None]
+        values = self._objective(logits, labels)
+        value = tf.tensor_scatter_nd_update(
+            tf.fill(tf.shape(y), tf.constant(-np.inf, values.dtype)), at, values)
+        fooled = tf.tensor_scatter_nd_update(tf.zeros(tf.shape(y), tf.bool), at,
+                                             self._success(logits, labels))
+        return value, fooled
 
     def perturb_and_count(self, model, x, y, seed=None):
         """`perturb`, also returning the forward passes spent on each example, (B,) int32."""

@@ -30,7 +30,9 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
 
     Runs, on the same examples:
 
-    1. the clean accuracy;
+    1. the clean accuracy, and the checks it alone decides (outputs are
+       logits, deterministic forward pass, few zero input gradients), judged
+       before any attack and printed at once if they fail;
     2. the ensemble `attacks` (AutoAttack's by default), each only on the
        points still robust, giving the per-example worst case and which
        attack broke each point;
@@ -40,10 +42,9 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     4. the checks (see `tfrobust.evaluation.checks`): accuracy non-increasing
        in epsilon and equal to the clean accuracy at 0; near 0 at the large
        epsilon; more steps and more restarts never raise robust accuracy;
-       FGSM never beats PGD; Square never beats the white-box attacks;
-       robust accuracy unchanged when the logits are scaled; few zero input
-       gradients; the outputs are logits; the forward pass is deterministic;
-       every adversarial example is within epsilon, the range, and finite.
+       FGSM never beats PGD; Square breaks nothing the white-box attacks
+       left; robust accuracy unchanged when the logits are scaled; every
+       adversarial example is within epsilon, the range, and finite.
 
     Attacks see a `RobustModel`'s evaluation logits (`RobustModel.LOGIT_USES`:
     the cosines for a hypersphere head, what it serves and what its
@@ -131,13 +132,13 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     runner.set_correct(np.argmax(logits, -1) == y)
     timings["clean"] = time.perf_counter() - tick
     context = suite.CheckContext(runner, logits_fn, logits, members, common, tolerance)
+    early = _early_checks(enabled, context, verbose)
     runner.progress = Progress() if verbose else None
     _plan(runner, members, sweepers, grid, enabled, context)
 
     # 2. The ensemble, each member on the points still robust.
     tick = time.perf_counter()
-    run_on_all = set().union(*(check.ensemble_run_on_all(members) for check in enabled))
-    context.ensemble = runner.ensemble(members, run_on_all=run_on_all)
+    context.ensemble = runner.ensemble(members)
     timings["ensemble"] = time.perf_counter() - tick
 
     # 3. The epsilon sweep.
@@ -150,18 +151,31 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     # 4. The checks.
     tick = time.perf_counter()
     runner.stage = "check"
+    later = [check for check in enabled if check.name not in early]
     if shard is not None:  # the units are in the cache; the verdicts are the full run's
-        for check in enabled:
+        for check in later:
             check.measure(context)
         if runner.progress is not None:
             runner.progress.close()
         return None
-    results = suite.run_checks(enabled, context)
+    results = dict(zip([check.name for check in later], suite.run_checks(later, context)))
+    results = [early.get(check.name) or results[check.name] for check in enabled]
     timings["checks"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
     if runner.progress is not None:
         runner.progress.close()
     return _report(model_identity, data_identity, context, results, timings)
+
+
+def _early_checks(enabled, context, verbose):
+    """Judge the checks the clean pass decides, by name; say at once if one fails."""
+    early = {check.name: suite.run_checks([check], context)[0]
+             for check in enabled if check.early}
+    for result in early.values():
+        if result.passed is False and verbose:
+            print(f"tfrobust.evaluate: check {result.name} FAILED before any attack: "
+                  f"{result.summary}", flush=True)
+    return early
 
 
 def _plan(runner, members, sweepers, grid, checks, context):

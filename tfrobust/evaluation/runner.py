@@ -164,13 +164,12 @@ class Runner:
         """Robust accuracy over all examples when `fooled` (per correct example) are broken."""
         return float((len(self.correct_index) - int(np.sum(fooled))) / len(self.y))
 
-    def ensemble(self, members, run_on_all=()):
+    def ensemble(self, members):
         """The members in turn, each only on the points still robust (`attack_in_turn`).
 
         Each batch of correctly classified examples is a fixed group, so a
         member's unit on it depends only on what earlier members found there
-        (and can be reused from the cache); `run_on_all` members run on the
-        whole batch, so their units also serve a standalone run.
+        (and can be reused from the cache).
 
         Returns:
             An `attacks.EnsembleCounts`.
@@ -180,8 +179,7 @@ class Runner:
             return result["fooled"], float(result["seconds"])
 
         counts = attacks_lib.attack_in_turn(len(members), self.correct, attack_batch,
-                                            self.batch_size, regroup=False,
-                                            run_on_all=run_on_all)
+                                            self.batch_size, regroup=False)
         if self.progress is not None:  # later members attacked fewer points than planned
             for member in members:
                 self.progress.finish(self.progress_key(member))

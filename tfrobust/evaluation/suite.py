@@ -1,7 +1,9 @@
 """The checks of `tfrobust.evaluate` as registered objects that measure and judge.
 
 Each check declares the attacks it runs on the correctly classified points
-(`attacks`; the progress line's plan is made from these), measures what it
+(`attacks`; the progress line's plan is made from these), whether the clean pass
+alone decides it (`early`: those are judged before any attack, as AutoAttack's
+checks are, so a model that outputs probabilities is named at once), measures what it
 needs through the evaluation's `Runner` (`measure`), and gives its verdict with
 a pure function of `tfrobust.evaluation.checks` (`judge`). `run_checks` first
 measures every enabled check, then judges them, so a verdict sees everything
@@ -129,6 +131,7 @@ class EvaluationCheck:
     """
 
     name = None
+    early = False  # judged from the clean pass alone, so before the attacks
 
     def attacks(self, context):
         """The attacks this check runs on every correctly classified point, as
@@ -138,11 +141,6 @@ class EvaluationCheck:
         (`planned_attacks` plans them for the progress line).
         """
         return []
-
-    def ensemble_run_on_all(self, members):
-        """Indices of ensemble members whose standalone results this check reuses:
-        the ensemble runs them on every point, not only the ones still robust."""
-        return set()
 
     def measure(self, context):
         """Run what the check needs; returns what `judge` needs besides the attacks' runs."""
@@ -288,40 +286,48 @@ class SingleStep(_VersusBase):
 
 @register
 class BlackBox(EvaluationCheck):
-    """A gradient-free attack alone against the worst case of every white-box attack run.
+    """Whether a gradient-free attack breaks points every white-box attack left.
 
-    The gradient-free attack is the ensemble's first (run there on every
-    point, so its units serve here too), else Square with
-    `CHECK_SQUARE_QUERIES` queries. The white-box worst case joins the
-    ensemble's white-box members (`white_box_members`) and every white-box
-    attack the checks ran on the logits as they are (PGD-20, and PGD-100,
-    PGD-20x5 and FGSM when their checks are enabled).
+    As AutoAttack judges Square (its `check_square_sr`): from what the
+    ensemble's gradient-free members broke on the points its white-box members
+    left, so nothing runs again. Without a gradient-free member, Square with
+    `CHECK_SQUARE_QUERIES` queries runs on every correctly classified point.
+    The white-box worst case joins the ensemble's white-box members
+    (`white_box_members`) and every white-box attack the checks ran on the
+    logits as they are (PGD-20, and PGD-100, PGD-20x5 and FGSM when their checks
+    are enabled); the verdict compares its accuracy with the accuracy once the
+    gradient-free attack's breaks are added.
     """
 
     name = "black_box"
 
+    def free_members(self, context):
+        return [i for i, member in enumerate(context.members) if member.gradient_free]
+
     def black_box_attack(self, context):
-        free = [member for member in context.members if member.gradient_free]
+        free = self.free_members(context)
         if free:
-            return free[0]
+            return context.members[free[0]]
         return attacks_lib.Square(num_queries=CHECK_SQUARE_QUERIES, **context.common)
 
     def attacks(self, context):
+        if self.free_members(context):
+            return [(context.base, None)]
         return [(context.base, None), (self.black_box_attack(context), None)]
-
-    def ensemble_run_on_all(self, members):
-        return {i for i, member in enumerate(members) if member.gradient_free}
 
     def judge(self, context, measured):
         runner = context.runner
-        white_box = np.isin(context.ensemble.broken_by[runner.correct_index],
-                            white_box_members(context.members))
+        broken_by = context.ensemble.broken_by[runner.correct_index]
+        white_box = np.isin(broken_by, white_box_members(context.members))
         for attack, scale, fooled in context.runs():
             if scale is None and not attack.gradient_free:
                 white_box = white_box | fooled
-        attack = self.black_box_attack(context)
-        return checks_lib.black_box(runner.accuracy(white_box), label(attack),
-                                    context.accuracy(attack), context.tolerance)
+        free = self.free_members(context)
+        black_box = (np.isin(broken_by, free) if free
+                     else context.fooled(self.black_box_attack(context)))
+        return checks_lib.black_box(runner.accuracy(white_box),
+                                    label(self.black_box_attack(context)),
+                                    runner.accuracy(white_box | black_box), context.tolerance)
 
 
 # -- the logits and the forward pass ---------------------------------------------------------
@@ -347,6 +353,7 @@ class LogitScale(EvaluationCheck):
 @register
 class ZeroGradient(EvaluationCheck):
     name = "zero_gradient"
+    early = True
 
     def measure(self, context):
         """How many correctly classified points have an all-zero input gradient."""
@@ -362,6 +369,7 @@ class ZeroGradient(EvaluationCheck):
 @register
 class OutputsAreLogits(EvaluationCheck):
     name = "outputs_are_logits"
+    early = True
 
     def judge(self, context, measured):
         logits = context.logits
@@ -373,6 +381,7 @@ class OutputsAreLogits(EvaluationCheck):
 @register
 class Deterministic(EvaluationCheck):
     name = "deterministic"
+    early = True
 
     def measure(self, context):
         """The logits of a second forward pass."""
