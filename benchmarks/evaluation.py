@@ -1,0 +1,261 @@
+"""What `tfrobust evaluate` costs against what its attacks' algorithms need.
+
+    python -m benchmarks.evaluation floors --model M.keras [--report R.json] [--examples 32]
+    python -m benchmarks.evaluation old-new --model M.keras --old-commit C [--limit 500]
+
+`floors`: each attack of the standard ensemble on the same examples, against
+its floor: the passes its algorithm needs per example, times the model's
+pass time measured alone on the same batch. Passes per example:
+
+- APGD-CE: (steps + 1) forward-and-backward passes per restart (the
+  reference takes a gradient at the start point and after each step);
+- APGD-T: that for each of the 9 target classes, plus one forward pass for
+  the targets;
+- FAB-T: per target class, steps x (one gradient of `z_t - z_y` and one
+  forward pass to see whether the point is adversarial), plus one forward
+  pass for the targets;
+- Square: the queries it made (`perturb_and_count`), forward passes.
+
+On the PGD-AT `small_cnn` (`--model`), the examples are ones the ensemble
+left robust in an earlier report (`--report`: a report.json whose
+`broken_by` marks them), so every attack spends its whole budget, as on the
+points that dominate an evaluation's time. On `preact_resnet18` (random
+weights, CIFAR-10 test images, `--resnet-examples`), the attacks run with a
+tenth of their steps and queries (the ratio to the floor is per pass). Each
+attack runs twice on the same inputs and seed; the second run is timed (the
+first traces).
+
+`old-new`: the whole standard report (`tfrobust evaluate MODEL --limit N`) by
+the code of `--old-commit` (a git worktree made for it) and by this checkout,
+as two processes started together, one thread each, so that the machine's load
+hits both alike. Reported: each one's wall time and the report's own timings,
+and old / new.
+
+Writes `benchmarks/results/evaluation.<mode>.json`.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks.common import machine, write_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- floors ----------------------------------------------------------------------------------
+def pass_times(logits_fn, x, y, repeats=20):
+    """Seconds per example of one forward pass and of one forward-and-backward pass on
+    the batch `x` (fastest of `repeats` after a warm-up)."""
+    import tensorflow as tf
+
+    @tf.function
+    def forward(images):
+        return logits_fn(images)
+
+    @tf.function
+    def gradient(images, labels):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            logits = logits_fn(images)
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        return tape.gradient(loss, images)
+
+    x, y = tf.constant(x), tf.constant(y)
+    times = {}
+    for name, call in (("forward", lambda: forward(x)), ("gradient", lambda: gradient(x, y))):
+        call().numpy()
+        best = np.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call().numpy()
+            best = min(best, time.perf_counter() - start)
+        times[name] = best / len(y)
+    return times
+
+
+def floor_passes(attack, queries=None):
+    """(gradient passes, forward passes) per example the attack's algorithm needs."""
+    from tfrobust import attacks
+
+    if isinstance(attack, attacks.Square):
+        return 0, float(np.mean(queries))
+    if isinstance(attack, attacks.FAB):
+        targets = attack.num_target_classes * attack.num_restarts
+        return targets * attack.num_steps, targets * attack.num_steps + 1
+    if isinstance(attack, attacks.APGDTargeted):
+        runs = attack.num_target_classes * attack.num_restarts
+        return runs * (attack.num_steps + 1), 1
+    if isinstance(attack, attacks.APGD):
+        return attack.num_restarts * (attack.num_steps + 1), 0
+    raise ValueError(f"Expected an attack of the standard ensemble. Received: {attack!r}")
+
+
+def measure_floors(logits_fn, x, y, members):
+    """One row per attack: measured seconds, floor seconds and their ratio."""
+    import tensorflow as tf
+
+    times = pass_times(logits_fn, x, y)
+    rows = []
+    for attack in members:
+        seed = tf.constant([0, 0], tf.int32)
+        queries = None
+        if hasattr(attack, "perturb_and_count"):
+            fn = tf.function(lambda a, b, s, attack=attack: attack.perturb_and_count(
+                logits_fn, a, b, s))
+        else:
+            fn = tf.function(lambda a, b, s, attack=attack: (attack.perturb(logits_fn, a, b, s),
+                                                             tf.zeros([0], tf.int32)))
+        args = (tf.constant(x), tf.constant(y), seed)
+        first = time.perf_counter()
+        fn(*args)[0].numpy()
+        first = time.perf_counter() - first
+        start = time.perf_counter()
+        x_adv, counted = fn(*args)
+        x_adv = x_adv.numpy()
+        seconds = time.perf_counter() - start
+        if counted.shape[0]:
+            queries = counted.numpy()
+        gradients, forwards = floor_passes(attack, queries)
+        floor = len(y) * (gradients * times["gradient"] + forwards * times["forward"])
+        fooled = np.argmax(logits_fn(x_adv).numpy(), -1) != y
+        rows.append({"attack": _label(attack), "examples": int(len(y)),
+                     "gradient_passes": gradients, "forward_passes": forwards,
+                     "seconds": seconds, "first_call_seconds": first, "floor_seconds": floor,
+                     "ratio": seconds / floor, "broken": int(fooled.sum())})
+        print(f"  {rows[-1]['attack']:<12} {seconds:8.2f} s  floor {floor:8.2f} s  "
+              f"ratio {seconds / floor:.2f}  ({gradients} gradient + {forwards:.0f} forward "
+              f"passes per example; broke {fooled.sum()} of {len(y)})", flush=True)
+    return {"seconds_per_example": times, "attacks": rows}
+
+
+def _label(attack):
+    from tfrobust.evaluation.inputs import label
+
+    return label(attack)
+
+
+def _standard(epsilon, fraction=1):
+    """The standard ensemble's four attacks, with `1 / fraction` of their steps and queries."""
+    from tfrobust import attacks
+
+    common = {"epsilon": epsilon, "norm": "linf"}
+    return [attacks.APGDCE(num_steps=100 // fraction, **common),
+            attacks.APGDTargeted(num_steps=100 // fraction, **common),
+            attacks.FAB(num_steps=100 // fraction, **common),
+            attacks.Square(num_queries=5000 // fraction, **common)]
+
+
+def floors(args):
+    import keras
+
+    from tfrobust.evaluation import inputs
+    from tfrobust.models import get_backbone
+
+    results = {}
+    model = keras.models.load_model(args.model)
+    logits_fn = inputs.evaluation_logits(model)
+    x, y, _ = inputs.resolve_data(args.data, "test", None, 0.0, 1.0)
+    if args.report:
+        with open(args.report) as handle:
+            broken_by = json.load(handle)["broken_by"]
+        robust = [i for i, b in enumerate(broken_by) if b == "robust"][:args.examples]
+    else:
+        robust = list(range(args.examples))
+    print(f"small_cnn (PGD-AT, {args.model}), {len(robust)} examples the ensemble left robust:")
+    results["small_cnn"] = measure_floors(logits_fn, x[robust], y[robust],
+                                          _standard(args.epsilon))
+    if args.resnet_examples:
+        resnet = keras.Sequential([get_backbone("preact_resnet18", (32, 32, 3)),
+                                   keras.layers.Dense(10)])
+        cx, cy, _ = inputs.resolve_data(args.cifar, "test", args.resnet_examples, 0.0, 1.0)
+        print(f"preact_resnet18 (random weights), {len(cy)} CIFAR-10 test images, a tenth of "
+              "the steps and queries:")
+        results["preact_resnet18"] = measure_floors(resnet, cx, cy, _standard(8 / 255, 10))
+    return results
+
+
+# -- old against new -------------------------------------------------------------------------
+def old_new(args):
+    old_path = args.old_path
+    if old_path is None:
+        old_path = tempfile.mkdtemp(prefix="tfrobust-old-")
+        subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", old_path,
+                        args.old_commit], check=True)
+    commit = subprocess.run(["git", "-C", old_path, "rev-parse", "HEAD"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    new_commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], check=True,
+                                capture_output=True, text=True).stdout.strip()
+    out = tempfile.mkdtemp(prefix="tfrobust-old-new-")
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    runs = {}
+    for name, path in (("old", old_path), ("new", ROOT)):
+        report = os.path.join(out, name)
+        command = [sys.executable, "-m", "tfrobust", "evaluate", os.path.abspath(args.model),
+                   "--data", os.path.abspath(args.data), "--limit", str(args.limit),
+                   "--report", report, "--quiet"]
+        log = open(os.path.join(out, f"{name}.log"), "w")
+        runs[name] = (subprocess.Popen(command, cwd=path, env=dict(env, PYTHONPATH=path),
+                                       stdout=log, stderr=subprocess.STDOUT),
+                      time.perf_counter(), report, command)
+        print(f"{name}: {' '.join(command)} (in {path}; log {log.name})", flush=True)
+    results = {"old_commit": commit, "new_commit": new_commit, "limit": args.limit}
+    for name, (process, started, report, command) in runs.items():
+        if process.wait() != 0:
+            raise RuntimeError(f"the {name} evaluation failed (exit {process.returncode}); "
+                               f"see {out}/{name}.log")
+        with open(os.path.join(report, "report.json")) as handle:
+            saved = json.load(handle)
+        results[name] = {"wall_seconds": time.perf_counter() - started,
+                         "timings": saved["timings"],
+                         "robust_accuracy": saved["robust_accuracy"],
+                         "clean_accuracy": saved["clean_accuracy"],
+                         "attacks": [{k: a[k] for k in ("name", "attacked", "broken", "seconds")}
+                                     for a in saved["attacks"]],
+                         "checks": {c["name"]: c["passed"] for c in saved["checks"]}}
+        print(f"{name}: {results[name]['wall_seconds']:.0f} s wall, timings "
+              f"{saved['timings']}", flush=True)
+    results["old_over_new"] = results["old"]["wall_seconds"] / results["new"]["wall_seconds"]
+    print(f"old / new: {results['old_over_new']:.2f}")
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("floors", "old-new"))
+    parser.add_argument("--model", required=True, help="a PGD-AT small_cnn .keras file")
+    parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data",
+                                                       "mnist.npz"))
+    parser.add_argument("--epsilon", type=float, default=0.3)
+    parser.add_argument("--report", help="floors: a report.json of the model whose robust "
+                                         "examples to attack")
+    parser.add_argument("--examples", type=int, default=32, help="floors: examples per attack")
+    parser.add_argument("--resnet-examples", type=int, default=8,
+                        help="floors: CIFAR-10 images for preact_resnet18 (0: skip it)")
+    parser.add_argument("--cifar", default=os.path.join(ROOT, "..", "shared", "data",
+                                                        "cifar10"))
+    parser.add_argument("--old-commit", help="old-new: the commit to compare with")
+    parser.add_argument("--old-path", help="old-new: an existing checkout of the old code")
+    parser.add_argument("--limit", type=int, default=500, help="old-new: test images")
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args(argv)
+    if args.mode == "old-new" and not (args.old_commit or args.old_path):
+        parser.error("old-new needs --old-commit or --old-path")
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    results = floors(args) if args.mode == "floors" else old_new(args)
+    write_json(args.output or os.path.join(ROOT, "benchmarks", "results",
+                                           f"evaluation.{args.mode}.json"),
+               {"command": " ".join(["python -m benchmarks.evaluation"] + (argv or sys.argv[1:])),
+                "started": started, "machine": machine(), "results": results})
+
+
+if __name__ == "__main__":
+    main()
