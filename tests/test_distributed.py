@@ -118,3 +118,20 @@ def test_tfrobust_train_multi_worker_writes_the_artefacts_once(tmp_path):
 def test_the_chief_is_the_chief_task_or_worker_0(environ, task):
     found = distribution.cluster_task(environ)
     assert (found.type, found.index, found.num_workers, found.is_chief) == task
+
+
+def test_evaluation_splits_each_attack_batch_over_two_logical_cpus():
+    """Under MirroredStrategy the model's passes run on both devices, and the report is the
+    one device's, example by example (tests/scripts/mirrored_evaluation.py)."""
+    result = subprocess.run([sys.executable, os.path.join(HERE, "scripts",
+                                                          "mirrored_evaluation.py")],
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [d[-5:] for d in found["devices"]] == ["CPU:0", "CPU:1"]
+    assert found["max_point_difference"] == 0.0
+    one, two = found["broken_by"]
+    assert one == two and "apgd-ce" in one and "robust" in one
+    assert found["robust_accuracy"][0] == found["robust_accuracy"][1]
+    assert found["clean_accuracy"][0] == found["clean_accuracy"][1] > 0.5
+    assert found["checks"][0] == found["checks"][1]

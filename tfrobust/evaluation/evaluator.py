@@ -25,7 +25,7 @@ CHECKS = suite.names()
 def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
              sweep_attacks=("pgd", "apgd-dlr"), epsilons=None, checks=True, split="test",
              limit=None, batch_size=256, clip_min=0.0, clip_max=1.0, seed=0, tolerance=0.02,
-             cache_dir=None, shard=None, verbose=True):
+             cache_dir=None, shard=None, strategy=None, verbose=True):
     """Evaluate a model's robustness, with the checks that catch gradient masking.
 
     Runs, on the same examples:
@@ -88,6 +88,11 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
             `cache_dir`; a run without `shard` afterwards reuses their units and
             computes only what is missing, giving the report an unsharded run
             gives.
+        strategy: a `tf.distribute.Strategy` (e.g. `MirroredStrategy`) whose
+            local devices share every attack batch: each device runs the
+            model's passes on its slice, while the attacks' own arithmetic and
+            random draws stay whole, so the results are one device's (tested on
+            two logical CPUs). None: the strategy in scope, if any.
         verbose: show the progress line: the attack running, examples done of planned,
             and the time left from each attack's measured pace (`evaluation.progress`).
 
@@ -119,7 +124,7 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
                 for a in inputs.as_list(sweep_attacks, "sweep_attacks")]
     x, y, data_identity = inputs.resolve_data(data, split, limit, clip_min, clip_max)
     grid = inputs.sweep_grid(epsilons, epsilon, norm, clip_min, clip_max, x.shape[1:])
-    logits_fn = inputs.evaluation_logits(model)
+    logits_fn = inputs.evaluation_logits(model, strategy)
     runner = Runner(logits_fn, x, y, batch_size, _cache(cache_dir, model_identity, verbose),
                     [model_identity.get("weights_sha256"), data_identity["sha256"]], norm,
                     clip_min, clip_max, shard=shard)

@@ -91,9 +91,14 @@ def check_shard(shard, cache_dir):
     return k, n
 
 
-def evaluation_logits(model):
-    """The logits attacks see: a `RobustModel`'s evaluation logits (`LOGIT_USES`)."""
-    return attacks_lib.as_logits_fn(model)
+def evaluation_logits(model, strategy=None):
+    """The logits attacks see: a `RobustModel`'s evaluation logits (`LOGIT_USES`),
+    each batch split over the local devices of `strategy` (None: the strategy in
+    scope) when it has more than one (`utils.distribution.split_over_devices`)."""
+    from tfrobust.utils import distribution
+
+    logits_fn = attacks_lib.as_logits_fn(model)
+    return distribution.split_over_devices(logits_fn, distribution.local_devices(strategy))
 
 
 def resolve_data(data, split, limit, clip_min, clip_max):

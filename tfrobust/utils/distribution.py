@@ -105,3 +105,38 @@ def shard_by_data(dataset):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def local_devices(strategy):
+    """The devices of `strategy` in this process (None: the strategy in scope)."""
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    return list(strategy.extended.worker_devices)
+
+
+def split_over_devices(fn, devices):
+    """`fn` on a batch, computed as one slice of the batch per device, concatenated.
+
+    For a model's forward pass inside an attack: the attack's own arithmetic
+    and random draws stay on the whole batch, so its results are those of one
+    device (up to the order of floating-point sums), while the passes, which
+    are its cost, run on every device at once. Gradients flow through.
+    `fn` must be per-example (inference-mode batch normalisation is).
+    """
+    import tensorflow as tf
+
+    if len(devices) < 2:
+        return fn
+
+    def split(images):
+        size = tf.shape(images)[0]
+        parts = []
+        for k, device in enumerate(devices):
+            start = size * k // len(devices)
+            stop = size * (k + 1) // len(devices)
+            with tf.device(device):
+                parts.append(fn(images[start:stop]))
+        return tf.concat(parts, axis=0)
+
+    return split
