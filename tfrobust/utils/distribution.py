@@ -108,11 +108,18 @@ def shard_by_data(dataset):
 
 
 def local_devices(strategy):
-    """The devices of `strategy` in this process (None: the strategy in scope)."""
+    """The devices of `strategy` in this process (None: the strategy in scope, if any;
+    `[]` outside any)."""
     import tensorflow as tf
 
-    strategy = strategy or tf.distribute.get_strategy()
-    return list(strategy.extended.worker_devices)
+    if strategy is None:
+        if not tf.distribute.has_strategy():
+            return []
+        strategy = tf.distribute.get_strategy()
+    try:
+        return list(strategy.extended.worker_devices)
+    except RuntimeError:  # strategies without devices of their own
+        return []
 
 
 def split_over_devices(fn, devices):
