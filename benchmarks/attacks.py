@@ -117,9 +117,9 @@ def run_art(attack, x, y):
 
 
 def _tracing_count(fn):
-    """Traces so far of a tf.function (tfrobust keeps `(model, fn)`), None if unknown."""
+    """Traces so far of a tf.function (tfrobust keeps `(model, signature, fn)`), None if unknown."""
     if isinstance(fn, tuple):
-        fn = fn[1]
+        fn = fn[-1]
     count = getattr(fn, "experimental_get_tracing_count", None)
     return count() if count is not None else None
 

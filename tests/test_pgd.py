@@ -105,6 +105,21 @@ def test_same_seed_gives_the_same_examples():
     assert not np.allclose(first, other)
 
 
+def test_an_attack_traces_once_for_every_batch_size():
+    """Chunks of 5, 16, 3 and 1 examples (an evaluation's remaining points) share one graph,
+    and each gives what the attack gives that chunk alone in a fresh attack."""
+    model = two_class_model()
+    rng = np.random.default_rng(0)
+    attack = attacks.PGD(epsilon=0.1, num_steps=3, seed=2)
+    for size in (5, 16, 3, 1):
+        x = rng.uniform(size=(size, 2, 2, 1)).astype("float32")
+        y = rng.integers(0, 2, size)
+        fresh = attacks.PGD(epsilon=0.1, num_steps=3, seed=2)(model, x, y, seed=[2, 0])
+        np.testing.assert_allclose(attack(model, x, y, seed=[2, 0]).numpy(), fresh.numpy(),
+                                   atol=1e-6)
+    assert attack._compiled[-1].experimental_get_tracing_count() == 1
+
+
 def test_pgd_traces_under_xla():
     model = two_class_model()
     attack = attacks.PGD(epsilon=0.3, num_steps=7, step_size=0.1, random_start=False,

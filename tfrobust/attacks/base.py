@@ -128,14 +128,17 @@ class Attack:
             return self._worst_case(model, x, y, self._seed_tensor(seed))
         x, y = self._check_inputs(x, y)
         seed = self._seed_tensor(seed)
-        if self._compiled is None or self._compiled[0] is not model:
+        # Any batch size, one trace: batches of every size share the graph.
+        signature = (tf.TensorSpec([None, *x.shape[1:]], x.dtype),
+                     tf.TensorSpec([None], y.dtype), tf.TensorSpec([2], tf.int32))
+        if self._compiled is None or self._compiled[:2] != (model, signature):
             fn = tf.function(
                 lambda x_, y_, s_: self._worst_case(model, x_, y_, s_),
                 jit_compile=resolve_jit_compile(self.jit_compile),
-                reduce_retracing=True,
+                input_signature=signature,
             )
-            self._compiled = (model, fn)
-        return self._compiled[1](x, y, seed)
+            self._compiled = (model, signature, fn)
+        return self._compiled[2](x, y, seed)
 
     def _worst_case(self, model, x, y, seed):
         """`perturb`, returning the clean input where the model is already wrong.

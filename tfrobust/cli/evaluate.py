@@ -140,8 +140,10 @@ def run(args):
 
     import tfrobust
 
-    # The sweep compiles one function per attack and epsilon on purpose; TensorFlow's
-    # "triggered tf.function retracing" warning about it would only be noise here.
+    # Each attack traces once whatever its batch sizes (a signature with any batch size,
+    # tested in test_pgd.py); the sweep and the checks make one attack per epsilon and
+    # setting, each a graph of its own, which TensorFlow's frequent-tracing heuristic
+    # reports as the retracing of one function: noise here.
     tf.get_logger().addFilter(_NoRetracingWarning())
     cache_dir = os.path.join(args.report, "cache")
     if _units_in(cache_dir):
