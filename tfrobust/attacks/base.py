@@ -75,9 +75,13 @@ class Attack:
                 f"clip_min={clip_min!r}, clip_max={clip_max!r}"
             )
         if self.norm == "linf" and self.epsilon > self.clip_max - self.clip_min:
+            hint = ""
+            if self.clip_max - self.clip_min == 1 and self.epsilon <= 255:
+                hint = (f" Pixels are in [{self.clip_min:g}, {self.clip_max:g}]: did you mean "
+                        f"{self.epsilon:g}/255 = {self.epsilon / 255:.4f}?")
             raise ValueError(
                 f"Expected epsilon <= clip_max - clip_min = {self.clip_max - self.clip_min:g} "
-                f"for the linf norm. Received: epsilon={epsilon!r}"
+                f"for the linf norm. Received: epsilon={epsilon!r}.{hint}"
             )
         if not isinstance(targeted, bool):
             raise TypeError(f"Expected targeted to be a bool. Received: targeted={targeted!r}")

@@ -1,10 +1,13 @@
 """`tfrobust evaluate`: a robustness report with gradient-masking checks."""
 
+import argparse
 import json
 import logging
 import os
 import shutil
 import sys
+
+from tfrobust.cli import arguments
 
 EXIT_CHECKS_FAILED = 3
 EXIT_INTERRUPTED = 130
@@ -27,7 +30,7 @@ def add_parser(subparsers):
     parser.add_argument("--limit", type=int, help="evaluate only the first N examples")
     parser.add_argument("--norm", choices=("linf", "l2"),
                         help="threat model norm (default: the model's evaluation attack's)")
-    parser.add_argument("--epsilon", type=float,
+    parser.add_argument("--epsilon", type=arguments.epsilon,
                         help="threat model radius (default: the model's evaluation attack's)")
     parser.add_argument("--attacks", default="standard",
                         help="'standard' (AutoAttack: APGD-CE, APGD-T, FAB-T, Square 5000) or "
@@ -80,14 +83,14 @@ def _default_data(model_path):
 
 
 def _epsilons(text):
-    """`--epsilons 0.05,0.1` as floats (None when not given)."""
+    """`--epsilons 0.05,0.1` (or `2/255,8/255`) as floats (None when not given)."""
     if text is None:
         return None
     try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise ValueError("Expected --epsilons to be comma-separated numbers. Received: "
-                         f"--epsilons {text!r}") from None
+        return [arguments.epsilon(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise ValueError("Expected --epsilons to be comma-separated numbers or fractions. "
+                         f"Received: --epsilons {text!r}") from None
 
 
 def _remove_if_empty(report_dir):
@@ -127,8 +130,7 @@ def run(args):
     from tfrobust.utils.locks import DirectoryLock, DirectoryLockedError
 
     epsilons = _epsilons(args.epsilons)
-    if not os.path.isfile(args.model):
-        raise FileNotFoundError(f"Expected a saved model file. Received: MODEL {args.model!r}")
+    arguments.check_model_file(args.model)
     data = args.data or _default_data(args.model)
     if data is None:
         raise ValueError("Expected --data (no config.json beside the model names its dataset). "

@@ -2,6 +2,8 @@
 
 import os
 
+from tfrobust.cli import arguments
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -32,6 +34,7 @@ def add_parser(subparsers):
 def run(args):
     from tfrobust.export import export_saved_model
 
+    arguments.check_model_file(args.model)
     result = export_saved_model(args.model, args.outdir, version=args.model_version,
                                 overwrite=args.overwrite, allow_untrained=args.allow_untrained)
     print(f"tfrobust export: wrote {args.model} as version {result.version} to {result.path}")

@@ -1,19 +1,19 @@
 """`tfrobust` entry point: dispatches to subcommands."""
 
-import argparse
 import os
 import sys
 
 
 def build_parser():
     from tfrobust.cli import evaluate, export, train, tune
+    from tfrobust.cli.arguments import Parser
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tfrobust",
         description="Train and evaluate adversarially robust image classifiers.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     train.add_parser(sub)
     evaluate.add_parser(sub)
     export.add_parser(sub)
@@ -24,7 +24,10 @@ def build_parser():
 def main(argv=None):
     """Run the command line; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # an unknown option belongs to the subcommand: its usage, and a suggestion
+        commands = parser._subparsers._group_actions[0].choices if parser._subparsers else {}
+        (commands.get(args.command) or parser).unknown(extras)
     if args.version:
         from tfrobust.version import __version__
 

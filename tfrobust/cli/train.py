@@ -7,6 +7,7 @@ import shutil
 import time
 
 from tfrobust import recipe
+from tfrobust.cli import arguments
 
 #: The options of a run besides the model's (`tfrobust.recipe.defaults()`).
 RUN_DEFAULTS = {
@@ -85,7 +86,7 @@ def _add_attack_and_run_arguments(parser):
     parser.add_argument("--precision", choices=recipe.PRECISIONS,
                         help="float32 (default) or mixed_bfloat16 (perturbations stay float32)")
     parser.add_argument("--norm", choices=recipe.NORMS, help="threat model norm (default linf)")
-    parser.add_argument("--epsilon", type=float, help="attack budget (default 0.3)")
+    parser.add_argument("--epsilon", type=arguments.epsilon, help="attack budget (default 0.3)")
     parser.add_argument("--num-steps", type=int,
                         help="PGD steps of the training attack (default 10)")
     parser.add_argument("--step-size", type=float, help="PGD step (default 2.5*epsilon/num_steps)")
