@@ -304,11 +304,20 @@ def test_tune_command_writes_results_and_best_model_and_resumes(tmp_path, capsys
     assert rows[1]["hyperparameters"] == interrupted["hyperparameters"]["values"]
     assert rows[0]["hyperparameters"] != rows[1]["hyperparameters"]
     assert results["objective"] == {"name": "val_adv_accuracy", "direction": "max"}
-    best = max(rows, key=lambda r: r["val_adv_accuracy"])
-    assert results["best"]["trial"] == best["trial"] and results["tfrobust_version"]
+    # The best trial has the highest score (two trials may tie on 64 validation images).
+    (best,) = [r for r in rows if r["trial"] == results["best"]["trial"]]
+    assert best["val_adv_accuracy"] == max(r["val_adv_accuracy"] for r in rows)
+    assert results["tfrobust_version"]
     for row in rows:
         assert row["score"] == row["val_adv_accuracy"]
         assert f"{row['val_adv_accuracy']:.4g}" in printed  # the printed table
+    # Numbered as keras-tuner numbers them ("Running Trial #1" is trial "0"), the epoch said.
+    assert [r["number"] for r in rows] == [1, 2]
+    table = printed.split("(each trial's metrics at its best epoch by val_adv_accuracy")[0]
+    assert [line.split()[0] for line in table.strip().splitlines()[-2:]] == ["#1", "#2"]
+    assert "best epoch" in table.strip().splitlines()[-3]
+    assert f"Best trial #{best['number']}: val_adv_accuracy {best['score']:.4f} at epoch " \
+        f"{best['best_step'] + 1} ->" in printed
     model = keras.saving.load_model(str(out / "best_model.keras"))
     x, y = data.load_arrays("mnist-sample", "test", limit=64)
     accuracy = np.mean(np.argmax(model.predict(x, verbose=0), -1) == y)

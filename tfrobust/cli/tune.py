@@ -183,6 +183,8 @@ def _report(options, tuner, hypermodel):
     metrics = list(dict.fromkeys(["val_accuracy", "val_adv_accuracy", objective.name]))
     rows = tuning.results(tuner, metrics)
     print(tuning.format_table(rows, metrics))
+    print(f"(each trial's metrics at its best epoch by {objective.name}, as keras-tuner "
+          "records them)")
     out = options["output"]
     best_trials = tuner.oracle.get_best_trials(1)
     best = None
@@ -193,8 +195,9 @@ def _report(options, tuner, hypermodel):
         best = {"trial": trial.trial_id, "score": float(trial.score),
                 "hyperparameters": dict(trial.hyperparameters.values),
                 "model": BEST_MODEL_FILE}
-        print(f"Best trial {trial.trial_id}: {objective.name} {trial.score:.4f} -> "
-              f"{os.path.join(out, BEST_MODEL_FILE)}")
+        epoch = "" if trial.best_step is None else f" at epoch {trial.best_step + 1}"
+        print(f"Best trial #{tuning.search.trial_number(trial.trial_id)}: {objective.name} "
+              f"{trial.score:.4f}{epoch} -> {os.path.join(out, BEST_MODEL_FILE)}")
     else:
         print("No trial finished; no best model.")
     report = {

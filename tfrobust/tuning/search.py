@@ -146,7 +146,8 @@ def results(tuner, metrics=("val_accuracy", "val_adv_accuracy")):
         trial = oracle.trials[trial_id]
         values = dict(trial.hyperparameters.values)
         schedule = {k: values.pop(k) for k in list(values) if k.startswith("tuner/")}
-        row = {"trial": trial_id, "status": trial.status, "hyperparameters": values,
+        row = {"trial": trial_id, "number": trial_number(trial_id), "status": trial.status,
+               "hyperparameters": values,
                "score": _plain(trial.score), "best_step": trial.best_step,
                "tuner_id": runner(tuner, trial_id)}
         for name in dict.fromkeys([*metrics, *names]):
@@ -186,12 +187,24 @@ def _plain(value):
     return float(value)
 
 
+def trial_number(trial_id):
+    """The trial's number as keras-tuner prints it ("Running Trial #1" for trial "0")."""
+    try:
+        return int(trial_id) + 1
+    except (TypeError, ValueError):
+        return trial_id
+
+
 def format_table(rows, metrics=("val_accuracy", "val_adv_accuracy")):
-    """The results as a plain-text table: trial, hyperparameters, metrics, status."""
+    """The results as a plain-text table: trial (numbered from #1 as keras-tuner prints
+    them), hyperparameters, the metrics at the trial's best epoch, that epoch (from 1), status."""
     hp_names = list(dict.fromkeys(name for row in rows for name in row["hyperparameters"]))
-    header = ["trial", *hp_names, *metrics, "status"]
-    lines = [[row["trial"], *(_cell(row["hyperparameters"].get(n)) for n in hp_names),
-              *(_cell(row.get(m)) for m in metrics), row["status"]] for row in rows]
+    header = ["trial", *hp_names, *metrics, "best epoch", "status"]
+    lines = [[f"#{row.get('number', row['trial'])}",
+              *(_cell(row["hyperparameters"].get(n)) for n in hp_names),
+              *(_cell(row.get(m)) for m in metrics),
+              "-" if row.get("best_step") is None else row["best_step"] + 1,
+              row["status"]] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
     return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths)).rstrip()
                      for line in [header, *lines])
