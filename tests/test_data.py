@@ -385,3 +385,23 @@ def test_tfds_unavailable_offline(tmp_path):
     assert "TFRecord" in message
     assert caught.value.__cause__ is not None
     assert isinstance(caught.value, RuntimeError)
+
+
+def test_tfds_builders_prepare_up_to_the_download(tmp_path, monkeypatch):
+    """A fresh install can prepare a tfds dataset: everything before the download runs (the
+    builder once failed first on `No module named 'importlib_resources'`, which tfds does not
+    declare). The download itself is replaced by an error, as it would fail offline."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    class Offline(ConnectionError):
+        pass
+
+    def offline(self, *args, **kwargs):
+        raise Offline("the test's stand-in for the network")
+
+    for method in ("download", "download_and_extract"):
+        monkeypatch.setattr(tfds.download.DownloadManager, method, offline)
+    for name in ("mnist", "cifar10"):
+        builder = tfds.builder(name, data_dir=str(tmp_path))
+        with pytest.raises(Offline):
+            builder.download_and_prepare()
