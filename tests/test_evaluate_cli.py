@@ -28,7 +28,7 @@ def saved_model(mnist_sample, tmp_path_factory):
     return run / "model.keras"
 
 
-QUICK = ["--limit", "40", "--attacks", "apgd-ce,fgsm", "--sweep-attacks", "pgd",
+QUICK = ["--limit", "40", "--attacks", "apgd-ce,square", "--sweep-attacks", "pgd",
          "--epsilons", "0.05,0.1",
          "--checks", "epsilon_zero,monotone_in_epsilon,deterministic,valid_examples",
          "--quiet"]
