@@ -32,12 +32,12 @@ model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(
 model.fit(*data.load_arrays("mnist-sample", "train", limit=1024), epochs=1, verbose=0,
           batch_size=64)
 members = [attacks.APGDCE(epsilon=EPSILON, num_steps=10), attacks.Square(epsilon=EPSILON,
-                                                                         num_queries=50)]
+                                                                         num_queries=20)]
 
 
 def evaluate(strategy):
     return tfrobust.evaluate(model, (x, y), epsilon=EPSILON, attacks=members,
-                             sweep_attacks=(), checks=["black_box"], batch_size=16,
+                             sweep_attacks=(), checks=["black_box"], batch_size=8,
                              strategy=strategy, verbose=False)
 
 
