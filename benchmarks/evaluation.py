@@ -173,6 +173,7 @@ def floors(args):
     results["small_cnn"] = measure_floors(logits_fn, x[robust], y[robust],
                                           _standard(args.epsilon))
     if args.resnet_examples:
+        keras.utils.set_random_seed(0)
         resnet = keras.Sequential([get_backbone("preact_resnet18", (32, 32, 3)),
                                    keras.layers.Dense(10)])
         cx, cy, _ = inputs.resolve_data(args.cifar, "test", args.resnet_examples, 0.0, 1.0)
