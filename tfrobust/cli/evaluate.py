@@ -18,9 +18,11 @@ def add_parser(subparsers):
         "evaluate",
         help="evaluate robustness: attack ensemble, epsilon sweep and masking checks",
         description=(
-            "Evaluate a saved model under attack and write DIR/report.json and "
-            "DIR/report.png. Finished batches are cached in DIR/cache: run the same command "
-            "again after an interruption to resume."
+            "Evaluate a saved model under attack and write DIR/report.json, DIR/report.png "
+            "and DIR/model_card.json (the fields of a RobustBench model entry, each with its "
+            "source). Finished batches are cached in DIR/cache: run the same command again "
+            "after an interruption to resume. DIR is locked while a run writes it; --shard "
+            "K/N splits the work over processes or machines sharing DIR."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. from tfrobust train)")
