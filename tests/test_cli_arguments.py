@@ -41,7 +41,7 @@ def test_epsilon_is_a_number_or_a_fraction(text, value):
     assert arguments.epsilon(text) == value
 
 
-@pytest.mark.parametrize("text", ["8/0", "8/2x", "-0.1", "nan", "1/2/3", ""])
+@pytest.mark.parametrize("text", ["8/0", "8/2x", "1/2/3", ""])
 def test_a_bad_epsilon_is_named(text):
     with pytest.raises(argparse.ArgumentTypeError, match=repr(text)):
         arguments.epsilon(text)
