@@ -321,8 +321,8 @@ def test_square_breaks_a_standard_mnist_model(mnist_sample, trained_model, recor
     clean = np.argmax(trained_model(x), -1) == y
     x_adv, queries = run(attacks.Square(epsilon=0.3, num_queries=1000), trained_model, x, y)
     robust = clean & (np.argmax(trained_model(x_adv), -1) == y)
-    record_property("clean_accuracy", clean.mean())
-    record_property("robust_accuracy", robust.mean())
+    record_property("clean_accuracy", float(clean.mean()))
+    record_property("robust_accuracy", float(robust.mean()))
     record_property("median_queries_on_correct", float(np.median(queries[clean])))
     print(f"\nSquare linf eps=0.3, 1000 queries: clean {clean.mean():.2f}, robust "
           f"{robust.mean():.2f}, queries on correct points mean {queries[clean].mean():.1f} "
