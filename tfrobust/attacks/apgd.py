@@ -70,6 +70,40 @@ def merge_runs(best, new):
     )
 
 
+def _gather(structure, keep):
+    """Every per-example tensor of `structure`, at the batch positions `keep`."""
+    return tf.nest.map_structure(lambda t: tf.gather(t, keep), structure)
+
+
+def _scatter(outputs, index, values):
+    """`outputs` (whole-batch tensors) with `values` written at batch positions `index`."""
+    index = index[:, None]
+    return tuple(tf.tensor_scatter_nd_update(out, index, tf.cast(value, out.dtype))
+                 for out, value in zip(outputs, values))
+
+
+def _drop_fooled(state, outputs):
+    """Move the examples the run has fooled out of `state` and into `outputs`.
+
+    `state` is the loop state of `APGD._run_once` after its counter: the inputs
+    (whose last entry is each example's position in the batch), then per
+    example x_adv, x_prev, grad, loss, x_best, grad_best, loss_best, x_fool,
+    found and four step-size statistics. A fooled example's result is its
+    fooling point; the rest of the batch goes on.
+    """
+    inputs, found = state[0], state[9]
+    gone = tf.where(found)[:, 0]
+    outputs = _scatter(outputs, tf.gather(inputs[-1], gone),
+                       (tf.gather(state[8], gone), tf.gather(found, gone),
+                        tf.gather(state[7], gone)))
+    return _gather(state, tf.where(tf.logical_not(found))[:, 0]), outputs
+
+
+def _free_batch(tensor):
+    """`tensor`'s shape with its batch dimension left free (a `tf.while_loop` invariant)."""
+    return tf.TensorShape([None, *tensor.shape[1:]])
+
+
 @register("apgd")
 class APGD(Attack):
     """Auto-PGD: projected gradient ascent with momentum and an adaptive step size.
@@ -93,6 +127,12 @@ class APGD(Attack):
     the last point that fooled the model; it gets the fooling point if there
     is one, else the highest-loss point. Restarts keep, per example, the first
     run that fooled the model, else the run with the highest loss.
+
+    With `stop_when_fooled` (see `Attack`; `tfrobust.evaluate` and
+    `run_ensemble` set it) an example leaves the batch at the step that fools
+    it, with that point, and a restart attacks only the examples no earlier run
+    fooled (the reference's ensemble does the same between its attacks): the
+    same examples are fooled, for fewer passes.
 
     Args:
         epsilon: radius of the threat model.
@@ -180,14 +220,21 @@ class APGD(Attack):
         x_adv = projections.project(x_adv, x, self.epsilon, self.norm)
         return projections.clip_to_range(x_adv, self.clip_min, self.clip_max)
 
-    def _run_once(self, logits_fn, x, y, seed, target=None, clean_logits=None):
-        """One APGD run. Returns `(x_out, found, best_loss)`, see `merge_runs`."""
-        # Longer than most functions here, on purpose: the `tf.while_loop` body closes over
-        # `evaluate`, `x` and the checkpoint schedule, and follows Algorithm 1 of Croce and
-        # Hein (2020) step by step; split up, its 14 loop variables would cross function
-        # boundaries for nothing.
+    def _run_once(self, logits_fn, x, y, seed, target=None, clean_logits=None, skip=None):
+        """One APGD run. Returns `(x_out, found, best_loss)`, see `merge_runs`.
 
-        def evaluate(x_adv):
+        With `stop_when_fooled` (and not under XLA) an example leaves the batch
+        at the step that fools it, and `skip` (B,) names examples an earlier run
+        already fooled, which this one does not attack (they come back with
+        `found` False and loss -inf, so `merge_runs` keeps the earlier run).
+        """
+        # Longer than most functions here, on purpose: the `tf.while_loop` body closes over
+        # `evaluate` and the checkpoint schedule, and follows Algorithm 1 of Croce and
+        # Hein (2020) step by step; split up, its loop variables would cross function
+        # boundaries for nothing.
+        compact = self._compacting()
+
+        def evaluate(x_adv, x, y, target, clean_logits):
             with tf.GradientTape() as tape:
                 tape.watch(x_adv)
                 logits = logits_fn(x_adv)
@@ -197,14 +244,36 @@ class APGD(Attack):
             grad = tape.gradient(total, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             return loss, grad, self._fooled(logits, y)
 
-        x_adv = self._start(x, seed)
-        loss, grad, fooled = evaluate(x_adv)
         batch = tf.shape(x)[0]
+        # What each example's attack reads: the clean point, its label, the optional target
+        # and clean logits (empty stand-ins keep the loop's structure fixed) and its index.
+        has_target, has_clean = target is not None, clean_logits is not None
+        inputs = (x, y, target if has_target else tf.zeros([batch], tf.int32),
+                  clean_logits if has_clean else tf.zeros([batch, 0]), tf.range(batch))
+        # The start is drawn for the whole batch, so each example's is the same either way.
+        x_adv = self._start(x, seed)
+        if compact and skip is not None:
+            inputs, x_adv = _gather((inputs, x_adv), tf.where(tf.logical_not(skip))[:, 0])
+
+        def unpack(inputs):
+            x, y, target, clean_logits, _ = inputs
+            return (x, y, target if has_target else None, clean_logits if has_clean else None)
+
+        size = tf.shape(x_adv)[0]
+        if compact:  # every example skipped: no pass (oneDNN convolutions refuse empty batches)
+            loss, grad, fooled = tf.cond(
+                size > 0, lambda: evaluate(x_adv, *unpack(inputs)),
+                lambda: (tf.zeros([0]), tf.zeros_like(x_adv), tf.zeros([0], tf.bool)))
+        else:
+            loss, grad, fooled = evaluate(x_adv, *unpack(inputs))
         is_check = tf.constant(self._is_check)
         period = tf.constant(self._period, tf.float32)
+        # The run's results over the whole batch, filled in as examples leave it (compact).
+        outputs = (x, tf.zeros([batch], tf.bool), tf.fill([batch], float("-inf")))
 
-        def step(i, x_adv, x_prev, grad, loss_prev, x_best, grad_best, loss_best, x_fool,
-                 found, eta, increases, loss_best_at_check, halved_at_check):
+        def step(i, inputs, x_adv, x_prev, grad, loss_prev, x_best, grad_best, loss_best,
+                 x_fool, found, eta, increases, loss_best_at_check, halved_at_check, outputs):
+            x, y, target, clean_logits = unpack(inputs)
             # The first step has no previous move to follow.
             momentum = tf.where(i > 0, _MOMENTUM, 1.0)
             z = self._project(
@@ -213,7 +282,7 @@ class APGD(Attack):
             x_next = self._project(
                 x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev), x
             )
-            loss, grad_next, fooled = evaluate(x_next)
+            loss, grad_next, fooled = evaluate(x_next, x, y, target, clean_logits)
             x_fool = tf.where(_per_example(fooled, x), x_next, x_fool)
             found = tf.logical_or(found, fooled)
             increases += tf.cast(loss > loss_prev, tf.float32)
@@ -235,22 +304,40 @@ class APGD(Attack):
             halved_at_check = tf.where(check, halve, halved_at_check)
             loss_best_at_check = tf.where(check, loss_best, loss_best_at_check)
             increases = tf.where(check, tf.zeros_like(increases), increases)
-            return (i + 1, x_new, x_adv, grad_next, loss, x_best, grad_best, loss_best, x_fool,
-                    found, eta, increases, loss_best_at_check, halved_at_check)
+            state = (inputs, x_new, x_adv, grad_next, loss, x_best, grad_best, loss_best, x_fool,
+                     found, eta, increases, loss_best_at_check, halved_at_check)
+            if compact:
+                state, outputs = _drop_fooled(state, outputs)
+            return (i + 1, *state, outputs)
 
         state = (
-            tf.constant(0), x_adv, x_adv, grad, loss, x_adv, grad, loss, x_adv, fooled,
-            tf.fill([batch], tf.constant(2.0 * self.epsilon, tf.float32)),
-            tf.zeros([batch], tf.float32), loss,
+            inputs, x_adv, x_adv, grad, loss, x_adv, grad, loss, x_adv, fooled,
+            tf.fill([size], tf.constant(2.0 * self.epsilon, tf.float32)),
+            tf.zeros([size], tf.float32), loss,
             # No halving at the first checkpoint just because nothing happened before it.
-            tf.ones([batch], tf.bool),
+            tf.ones([size], tf.bool),
         )
-        state = tf.while_loop(
-            lambda i, *_: i < self.num_steps, step, state, maximum_iterations=self.num_steps
-        )
-        x_best, loss_best, x_fool, found = state[5], state[7], state[8], state[9]
-        x_out = tf.where(_per_example(found, x), x_fool, x_best)
-        return tf.stop_gradient(x_out), found, tf.stop_gradient(loss_best)
+        if compact:
+            state, outputs = _drop_fooled(state, outputs)
+        state = (tf.constant(0), *state, outputs)
+        if compact:
+            # Every per-example tensor may shrink; the step counter and the outputs keep shape.
+            invariants = tf.nest.map_structure(_free_batch, state)
+            invariants = (tf.TensorShape([]), *invariants[1:-1],
+                          tf.nest.map_structure(lambda t: t.shape, outputs))
+            state = tf.while_loop(
+                lambda i, inputs, *_: tf.logical_and(i < self.num_steps, tf.size(inputs[1]) > 0),
+                step, state, shape_invariants=invariants, maximum_iterations=self.num_steps)
+        else:
+            state = tf.while_loop(lambda i, *_: i < self.num_steps, step, state,
+                                  maximum_iterations=self.num_steps)
+        inputs, x_best, loss_best, x_fool, found = state[1], state[6], state[8], state[9], state[10]
+        x_out = tf.where(_per_example(found, x_best), x_fool, x_best)
+        if not compact:
+            return tf.stop_gradient(x_out), found, tf.stop_gradient(loss_best)
+        # The examples still in the batch were never fooled: their best-loss points.
+        x_all, found_all, loss_all = _scatter(state[-1], inputs[-1], (x_best, found, loss_best))
+        return tf.stop_gradient(x_all), found_all, tf.stop_gradient(loss_all)
 
     def perturb(self, model, x, y, seed=None):
         logits_fn, x, y, seed = self._prepare(model, x, y, seed)
@@ -258,9 +345,8 @@ class APGD(Attack):
         seeds = tf.random.experimental.stateless_split(seed, self.num_restarts)
         best = self._run_once(logits_fn, x, y, seeds[0], clean_logits=clean_logits)
         for r in range(1, self.num_restarts):
-            best = merge_runs(
-                best, self._run_once(logits_fn, x, y, seeds[r], clean_logits=clean_logits)
-            )
+            best = merge_runs(best, self._run_once(logits_fn, x, y, seeds[r],
+                                                   clean_logits=clean_logits, skip=best[1]))
         return best[0]
 
     def get_config(self):

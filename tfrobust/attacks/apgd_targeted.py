@@ -27,7 +27,9 @@ class APGDTargeted(APGD):
     misclassification counts) and chooses its targets itself. Each example
     keeps the first run that misclassified it, else the run with the highest
     targeted DLR loss. Every run attacks the whole batch (static shapes, so it
-    traces under XLA), rather than only the still-robust points.
+    traces under XLA) unless `stop_when_fooled` is set (see `Attack`): then a
+    run attacks only the points no earlier run fooled, as the reference's
+    ensemble does, and drops each at the step that fools it.
 
     Args:
         epsilon: radius of the threat model.
@@ -83,7 +85,8 @@ class APGDTargeted(APGD):
         for t in range(num_targets):
             for r in range(self.num_restarts):
                 run = self._run_once(logits_fn, x, y, seeds[t * self.num_restarts + r],
-                                     target=targets[:, t])
+                                     target=targets[:, t],
+                                     skip=None if best is None else best[1])
                 best = run if best is None else merge_runs(best, run)
         return best[0]
 

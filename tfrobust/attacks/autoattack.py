@@ -179,6 +179,10 @@ def _predict(logits_fn, x, batch_size):
     return np.concatenate(predictions) if predictions else np.zeros((0,), np.int64)
 
 
+def _stopping(attack):
+    return attack if attack.stop_when_fooled else attack.stopping_when_fooled()
+
+
 def run_ensemble(attacks, model, x, y, batch_size=256, verbose=True):
     """Run `attacks` in turn, each only on the examples still robust.
 
@@ -196,7 +200,9 @@ def run_ensemble(attacks, model, x, y, batch_size=256, verbose=True):
     Returns:
         An `EnsembleResult`.
     """
-    attacks = [get(a) for a in attacks]
+    # Copies that stop on an example once it is fooled: the same examples break, and
+    # none of an attack's passes is spent on one already broken.
+    attacks = [_stopping(get(a)) for a in attacks]
     if not attacks:
         raise ValueError("Expected at least one attack. Received: attacks=[]")
     batch_size = validation.check_number("batch_size", batch_size, minimum=1, integer=True)
@@ -264,7 +270,7 @@ def run_ensemble_on_dataset(attacks, model, dataset, verbose=True):
     Returns:
         An `EnsembleSummary`.
     """
-    attacks = [get(a) for a in attacks]
+    attacks = [_stopping(get(a)) for a in attacks]  # once, so each traces once
     cardinality = int(dataset.cardinality())
     progress = keras.utils.Progbar(cardinality if cardinality > 0 else None, unit_name="batch") \
         if verbose else None

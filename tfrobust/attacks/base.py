@@ -1,5 +1,7 @@
 """The attack base class: configuration plus one method `(model, x, y) -> x_adv`."""
 
+import copy
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -91,6 +93,10 @@ class Attack:
         self.jit_compile = jit_compile
         self._calls = 0
         self._compiled = None
+        # Speed only, not part of the config: stop attacking an example once it is
+        # misclassified (what an evaluation counts is unchanged; see `stop_when_fooled`).
+        self.stop_when_fooled = False
+        self._under_xla = False
 
     @property
     def cost(self):
@@ -98,6 +104,25 @@ class Attack:
         gradient-free attack (which overrides this); None for an attack without
         a single count, such as an ensemble."""
         return getattr(self, "num_steps", None)
+
+    def _compacting(self):
+        """Whether this trace drops fooled examples from the batch as it goes.
+
+        Set `stop_when_fooled = True` to have the attacks that support it (APGD,
+        APGD-T, PGD) stop working on an example at the step that misclassifies it
+        and attack only the rest, in a batch that shrinks. Whether an example is
+        fooled comes out the same as without (for PGD: fooled at some step, not
+        only at the last); the returned point of a fooled example is the first
+        that fooled the model rather than the last. `tfrobust.evaluate` sets it.
+        Under XLA, where shapes are static, it has no effect.
+        """
+        return self.stop_when_fooled and not self._under_xla
+
+    def stopping_when_fooled(self):
+        """A copy of this attack with `stop_when_fooled` set (and its own compiled function)."""
+        attack = copy.copy(self)
+        attack._compiled, attack.stop_when_fooled = None, True
+        return attack
 
     # -- the one method subclasses write -------------------------------------------------
     def perturb(self, model, x, y, seed=None):
@@ -135,14 +160,16 @@ class Attack:
         # Any batch size, one trace: batches of every size share the graph.
         signature = (tf.TensorSpec([None, *x.shape[1:]], x.dtype),
                      tf.TensorSpec([None], y.dtype), tf.TensorSpec([2], tf.int32))
-        if self._compiled is None or self._compiled[:2] != (model, signature):
+        key = (model, signature, self.stop_when_fooled)
+        if self._compiled is None or self._compiled[:3] != key:
+            self._under_xla = bool(resolve_jit_compile(self.jit_compile))
             fn = tf.function(
                 lambda x_, y_, s_: self._worst_case(model, x_, y_, s_),
-                jit_compile=resolve_jit_compile(self.jit_compile),
+                jit_compile=self._under_xla,
                 input_signature=signature,
             )
-            self._compiled = (model, signature, fn)
-        return self._compiled[2](x, y, seed)
+            self._compiled = (*key, fn)
+        return self._compiled[3](x, y, seed)
 
     def _worst_case(self, model, x, y, seed):
         """`perturb`, returning the clean input where the model is already wrong.

@@ -27,6 +27,10 @@ class PGD(Attack):
     With `num_restarts > 1`, each example keeps the restart that misclassifies
     it, or failing that the one with the highest loss.
 
+    With `stop_when_fooled` (see `Attack`; `tfrobust.evaluate` sets it) an
+    example leaves the batch with the first iterate that misclassifies it, and
+    a restart attacks only the examples no earlier run fooled.
+
     Args:
         epsilon: radius of the threat model.
         num_steps: gradient steps per restart (>= 0; 0 returns the start point).
@@ -77,7 +81,7 @@ class PGD(Attack):
         # A targeted attack descends the loss on the target class.
         return -value if self.targeted else value
 
-    def _run_once(self, logits_fn, x, y, clean_logits, seed):
+    def _run_once(self, logits_fn, x, y, clean_logits, seed, skip=None):
         if self.random_start == "uniform" and self.epsilon > 0:
             x_adv = projections.random_start(x, self.epsilon, self.norm, seed)
         elif self.random_start == "normal":
@@ -88,27 +92,82 @@ class PGD(Attack):
             x_adv = x
         x_adv = projections.clip_to_range(x_adv, self.clip_min, self.clip_max)
 
+        if self._compacting():
+            return self._run_compacted(logits_fn, x, x_adv, y, clean_logits, skip)
+
         def step(i, x_adv):
             with tf.GradientTape() as tape:
                 tape.watch(x_adv)
                 loss = tf.reduce_sum(self._objective(logits_fn(x_adv), y, clean_logits))
             grad = tape.gradient(loss, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            x_adv = x_adv + projections.steepest_ascent_step(grad, self.step_size, self.norm)
-            x_adv = projections.project(x_adv, x, self.epsilon, self.norm)
-            return i + 1, projections.clip_to_range(x_adv, self.clip_min, self.clip_max)
+            return i + 1, self._move(x_adv, grad, x)
 
+        return tf.stop_gradient(self._loop(step, (tf.constant(0), x_adv))[1])
+
+    def _move(self, x_adv, grad, x):
+        """One step along `grad`, back into the ball around `x` and the pixel range."""
+        x_adv = x_adv + projections.steepest_ascent_step(grad, self.step_size, self.norm)
+        x_adv = projections.project(x_adv, x, self.epsilon, self.norm)
+        return projections.clip_to_range(x_adv, self.clip_min, self.clip_max)
+
+    def _loop(self, step, state, cond=None, shape_invariants=None):
+        """`num_steps` of `step` on `state` (whose first entry counts them), written out
+        as straight-line graph up to `unroll_up_to` steps (faster than a loop on CPU),
+        else a `tf.while_loop`, which also stops early when `cond` is False."""
         limit = default_unroll_steps() if self.unroll_up_to is None else self.unroll_up_to
         if self.num_steps <= limit:
-            # The same steps as straight-line graph: faster than a loop on CPU.
-            i = tf.constant(0)
             for _ in range(self.num_steps):
-                i, x_adv = step(i, x_adv)
-        else:
-            _, x_adv = tf.while_loop(
-                lambda i, _: i < self.num_steps, step, (tf.constant(0), x_adv),
-                maximum_iterations=self.num_steps,
-            )
-        return tf.stop_gradient(x_adv)
+                if cond is None:
+                    state = step(*state)
+                else:  # a model may refuse an empty batch (oneDNN convolutions do)
+                    state = tf.cond(cond(*state[1:]), lambda state=state: step(*state),
+                                    lambda state=state: state)
+            return state
+
+        def go_on(i, *rest):
+            more = i < self.num_steps
+            return more if cond is None else tf.logical_and(more, cond(*rest))
+        return tf.while_loop(go_on, step, state, shape_invariants=shape_invariants,
+                             maximum_iterations=self.num_steps)
+
+    def _run_compacted(self, logits_fn, x, x_adv, y, clean_logits, skip=None):
+        """The run of `_run_once` with `stop_when_fooled`: an example leaves the batch
+        with the first iterate that fools the model (found by the forward pass of the
+        next step, whose gradient it then skips); the rest end where PGD ends them.
+        Examples in `skip` (B,) are not attacked (they come back at their start)."""
+        batch = tf.shape(x)[0]
+        has_clean = clean_logits is not None
+        inputs = (x, y, clean_logits if has_clean else tf.zeros([batch, 0]), tf.range(batch))
+        x_start = x_adv
+        if skip is not None:
+            keep = tf.where(tf.logical_not(skip))[:, 0]
+            inputs = tuple(tf.gather(t, keep) for t in inputs)
+            x_adv = tf.gather(x_adv, keep)
+
+        def step(i, inputs, x_adv, x_out):
+            x_in, y_in, clean_in, index = inputs
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                logits = logits_fn(x_adv)
+                loss = tf.reduce_sum(self._objective(logits, y_in, clean_in if has_clean else None))
+            grad = tape.gradient(loss, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            fooled = tf.equal(predicted, y_in) if self.targeted else tf.not_equal(predicted, y_in)
+            gone = tf.where(fooled)[:, 0]
+            x_out = tf.tensor_scatter_nd_update(x_out, tf.gather(index, gone)[:, None],
+                                                tf.gather(x_adv, gone))
+            keep = tf.where(tf.logical_not(fooled))[:, 0]
+            inputs = tuple(tf.gather(t, keep) for t in inputs)
+            x_adv = self._move(tf.gather(x_adv, keep), tf.gather(grad, keep), inputs[0])
+            return i + 1, inputs, x_adv, x_out
+
+        state = (tf.constant(0), inputs, x_adv, x_start)
+        free = [tf.TensorShape([None, *t.shape[1:]]) for t in inputs]
+        _, inputs, x_adv, x_out = self._loop(
+            step, state, cond=lambda inputs, *_: tf.size(inputs[1]) > 0,
+            shape_invariants=(tf.TensorShape([]), tuple(free),
+                              tf.TensorShape([None, *x.shape[1:]]), x.shape))
+        return tf.stop_gradient(tf.tensor_scatter_nd_update(x_out, inputs[-1][:, None], x_adv))
 
     def perturb(self, model, x, y, seed=None):
         logits_fn, x, y, seed = self._prepare(model, x, y, seed)
@@ -119,9 +178,13 @@ class PGD(Attack):
             return best
         best_score = self._score(logits_fn(best), y, clean_logits)
         for r in range(1, self.num_restarts):
-            candidate = self._run_once(logits_fn, x, y, clean_logits, seeds[r])
+            # Stopping when fooled, a restart attacks only the examples no run has fooled.
+            skip = best_score >= 1e6 if self._compacting() else None
+            candidate = self._run_once(logits_fn, x, y, clean_logits, seeds[r], skip)
             score = self._score(logits_fn(candidate), y, clean_logits)
             better = score > best_score
+            if skip is not None:
+                better = tf.logical_and(better, tf.logical_not(skip))
             mask = tf.reshape(better, [-1] + [1] * (x.shape.rank - 1))
             best = tf.where(mask, candidate, best)
             best_score = tf.where(better, score, best_score)

@@ -89,10 +89,13 @@ class Runner:
             self.progress.plan(self.progress_key(attack, tag), examples, passes(attack))
 
     def _attack(self, attack, tag):
-        """One attack object per config and logits (each keeps its own compiled function)."""
+        """One attack object per config and logits (each keeps its own compiled function):
+        a copy of `attack` that stops working on an example once it is fooled
+        (`Attack.stop_when_fooled`: what a unit counts is the same, and its cost
+        on broken examples is gone)."""
         key = digest(attacks_lib.serialize(attack), tag)
         if key not in self._attacks:
-            self._attacks[key] = attack
+            self._attacks[key] = attack.stopping_when_fooled()
         return self._attacks[key]
 
     def unit(self, attack, indices, unit_seed, logits_fn=None, tag=""):
