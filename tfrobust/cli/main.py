@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 
 
 def build_parser():
@@ -14,11 +15,45 @@ def build_parser():
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    train.add_parser(sub)
-    evaluate.add_parser(sub)
-    export.add_parser(sub)
-    tune.add_parser(sub)
+    for command in (train, evaluate, export, tune):
+        command.add_parser(sub).add_argument(
+            "--verbose", action="store_true",
+            help="show TensorFlow's own start-up and log lines (hidden by default)")
     return parser
+
+
+def _start_tensorflow(verbose):
+    """Import TensorFlow and every tfrobust module, quietly unless `verbose`.
+
+    TensorFlow's C++ start-up lines (oneDNN notices, "Could not find cuda drivers",
+    and on a machine without a GPU an `E0000 ... failed call to cuInit` that reads
+    like a failure) are written to file descriptor 2 by absl before any log level
+    applies, so they are caught there while TensorFlow starts and its devices come
+    up, and shown only if starting fails.
+    """
+    import tfrobust
+
+    if verbose:
+        tfrobust.load()
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            tfrobust.load()
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()  # device start-up logs here (cuInit)
+        except BaseException:
+            os.dup2(saved, 2)
+            caught.seek(0)
+            sys.stderr.write(caught.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def main(argv=None):
@@ -36,6 +71,7 @@ def main(argv=None):
     if not args.command:
         parser.print_help()
         return 2
+    _start_tensorflow(args.verbose)
     try:
         return args.run(args) or 0
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as error:

@@ -6,8 +6,7 @@ import os
 import shutil
 import time
 
-from tfrobust import recipe
-from tfrobust.cli import arguments
+from tfrobust.cli import arguments, catalog
 
 #: The options of a run besides the model's (`tfrobust.recipe.defaults()`).
 RUN_DEFAULTS = {
@@ -28,9 +27,10 @@ def defaults():
     """Every option of `tfrobust train` with its default (None: resolved from others).
 
     The model's options and each registered method's hyperparameters come from
-    `tfrobust.recipe`, so an objective registered later has its options here too.
+    `tfrobust.recipe` (through `tfrobust.cli.catalog`, which reads the registry once the
+    objectives are imported), so an objective registered later has its options here too.
     """
-    return {**recipe.defaults(), **RUN_DEFAULTS}
+    return {**catalog.current()["defaults"], **RUN_DEFAULTS}
 
 
 def add_parser(subparsers):
@@ -45,26 +45,25 @@ def add_parser(subparsers):
     )
     parser.add_argument("--config", help="a .toml or .json file of options (keys as the flags)")
     parser.add_argument("--data", help=f"dataset name or file (default {RUN_DEFAULTS['data']})")
-    parser.add_argument("--model", help=f"backbone (default {recipe.MODEL_DEFAULTS['model']})")
-    _add_method_arguments(parser)
-    _add_attack_and_run_arguments(parser)
+    offer = catalog.current()
+    parser.add_argument("--model", help=f"backbone (default {offer['defaults']['model']})")
+    _add_method_arguments(parser, offer)
+    _add_attack_and_run_arguments(parser, offer)
     parser.set_defaults(run=run)
     return parser
 
 
-def _add_method_arguments(parser):
-    """The framework, its hyperparameters, the head and ADR: all from the objective registry."""
-    parser.add_argument("--method", choices=recipe.methods(),
+def _add_method_arguments(parser, offer):
+    """The framework, its hyperparameters, the head and ADR: all from the objective registry
+    (`offer`, a `tfrobust.cli.catalog`)."""
+    parser.add_argument("--method", choices=offer["methods"],
                         help="training framework (default pgd-at)")
-    for name, users in recipe.hyperparameters().items():
-        kinds = {hyperparameter.kind for _, hyperparameter in users}
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int if kinds == {"int"} else float,
-                            help=" or ".join(f"{h.help} (method {method}, default {h.default:g})"
-                                             for method, h in users))
-    parser.add_argument("--head", choices=recipe.HEADS,
+    for name, kind, text in offer["hyperparameters"]:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int if kind == "int" else float,
+                            help=text)
+    parser.add_argument("--head", choices=offer["heads"],
                         help="classification head: dense (default) or hypersphere (HE)")
-    he_defaults = {method: recipe.objective_class(method).he_defaults
-                   for method in recipe.methods()}
+    he_defaults = offer["he_defaults"]
     scales = ", ".join(f"{m} {scale:g}" for m, (scale, _) in he_defaults.items())
     margins = ", ".join(f"{m} {margin:g}" for m, (_, margin) in he_defaults.items())
     parser.add_argument("--scale", type=float, help=f"HE scale s (default per method: {scales})")
@@ -80,12 +79,12 @@ def _add_method_arguments(parser):
                              "latent, flatten on small_cnn, features on the ResNets)")
 
 
-def _add_attack_and_run_arguments(parser):
+def _add_attack_and_run_arguments(parser, offer):
     parser.add_argument("--attack-bn", choices=("inference", "training"),
                         help="batch norm mode while crafting training attacks (default inference)")
-    parser.add_argument("--precision", choices=recipe.PRECISIONS,
+    parser.add_argument("--precision", choices=offer["precisions"],
                         help="float32 (default) or mixed_bfloat16 (perturbations stay float32)")
-    parser.add_argument("--norm", choices=recipe.NORMS, help="threat model norm (default linf)")
+    parser.add_argument("--norm", choices=offer["norms"], help="threat model norm (default linf)")
     parser.add_argument("--epsilon", type=arguments.epsilon, help="attack budget (default 0.3)")
     parser.add_argument("--num-steps", type=int,
                         help="PGD steps of the training attack (default 10)")
@@ -123,6 +122,7 @@ def _add_attack_and_run_arguments(parser):
 
 def resolve_options(args):
     """The run's full configuration from defaults, the config file and the flags."""
+    from tfrobust import recipe
     from tfrobust.cli import config
 
     all_defaults = defaults()
@@ -204,6 +204,7 @@ def run(args):
 
 
 def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dir, state):
+    from tfrobust import recipe
     from tfrobust.backup import BackupAndRestore, read_state
     from tfrobust.cli import resume
 

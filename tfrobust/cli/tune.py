@@ -10,8 +10,7 @@ from tfrobust.cli import train
 _SHARED = ("data", "model", "norm", "epsilon", "num_steps", "step_size", "eval_num_steps",
            "attack_bn", "adr_layer", "precision", "epochs", "batch_size", "limit", "val_limit",
            "depth", "width", "seed", "jit_compile")
-DEFAULTS = {
-    **{key: train.defaults()[key] for key in _SHARED},
+_TUNE_DEFAULTS = {
     "tuner": "random",              # random | hyperband | bayesian
     "max_trials": 10,               # trials in all (a cap for hyperband)
     "objective": "val_adv_accuracy",
@@ -23,6 +22,14 @@ DEFAULTS = {
     "output": None,
     "overwrite": False,
 }
+
+
+def defaults():
+    """Every option of `tfrobust tune` with its default (the shared ones as for train)."""
+    shared = train.defaults()
+    return {**{key: shared[key] for key in _SHARED}, **_TUNE_DEFAULTS}
+
+
 SECTIONS = ("search", "fixed")
 # Options a resumed search may change: how many trials, and where its files are.
 _RESUMABLE = ("max_trials", "output", "overwrite")
@@ -66,8 +73,9 @@ def resolve_options(args):
     from tfrobust.tuning import TUNERS, space
 
     file_values = config.read_config_file(args.config) if args.config else {}
-    cli_values = {key: getattr(args, key, None) for key in DEFAULTS}
-    options = config.resolve(DEFAULTS, file_values, cli_values)
+    all_defaults = defaults()
+    cli_values = {key: getattr(args, key, None) for key in all_defaults}
+    options = config.resolve(all_defaults, file_values, cli_values)
     for section in SECTIONS:
         options[section] = config.check_section(section, options[section], space.entries_by_name())
     if options["tuner"] not in TUNERS:
