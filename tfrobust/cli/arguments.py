@@ -21,6 +21,21 @@ def epsilon(text):
     return value  # its range is the attack's to check, which names the argument
 
 
+def image_size(text):
+    """An image size from the command line: `HxW` (`32x32`) or one number for a square."""
+    parts = text.lower().split("x")
+    try:
+        size = [int(part) for part in parts]
+    except ValueError:
+        size = []
+    if len(parts) == 1 and size:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected HxW such as 32x32 (or one number), received {text!r}")
+    return size
+
+
 class Parser(argparse.ArgumentParser):
     """An `ArgumentParser` that takes no abbreviations and, for an unknown option, names the
     closest valid one."""

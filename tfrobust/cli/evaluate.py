@@ -26,7 +26,8 @@ def add_parser(subparsers):
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. from tfrobust train)")
-    parser.add_argument("--data", help="dataset name or file (default: the one the model was "
+    parser.add_argument("--data", help="dataset name, file or image folder (resized to the "
+                                       "model's input; default: the one the model was "
                                        "trained on, from the config.json beside MODEL)")
     parser.add_argument("--split", default="test", help="split to evaluate on (default test)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N examples")

@@ -11,6 +11,7 @@ from tfrobust.cli import arguments, catalog
 #: The options of a run besides the model's (`tfrobust.recipe.defaults()`).
 RUN_DEFAULTS = {
     "data": "mnist-sample",
+    "image_size": None,         # [height, width] of an image folder's images (None: its first)
     "epochs": 5,
     "batch_size": 128,
     "limit": None,              # training examples (None: all)
@@ -44,7 +45,11 @@ def add_parser(subparsers):
         ),
     )
     parser.add_argument("--config", help="a .toml or .json file of options (keys as the flags)")
-    parser.add_argument("--data", help=f"dataset name or file (default {RUN_DEFAULTS['data']})")
+    parser.add_argument("--data", help="dataset name, .npz or TFRecord file, or image folder "
+                                       f"(default {RUN_DEFAULTS['data']})")
+    parser.add_argument("--image-size", type=arguments.image_size,
+                        help="HxW to resize an image folder's images to (default: the size of "
+                             "its first image)")
     offer = catalog.current()
     parser.add_argument("--model", help=f"backbone (default {offer['defaults']['model']})")
     _add_method_arguments(parser, offer)
@@ -182,12 +187,14 @@ def run(args):
     backup_dir = resume.backup_dir(options["output"], task)
     resume.check_options(backup_dir, options)
     state = backup.read_state(backup_dir)
-    info = data.info(options["data"])
+    size = options["image_size"]
+    info = data.info(options["data"], image_size=size)
     train_ds = data.load(options["data"], split="train", batch_size=options["batch_size"],
-                         limit=options["limit"], seed=options["seed"])
-    val_ds = data.load(options["data"], split="test", batch_size=256, limit=options["val_limit"])
+                         limit=options["limit"], seed=options["seed"], image_size=size)
+    val_ds = data.load(options["data"], split="test", batch_size=256, limit=options["val_limit"],
+                       image_size=size)
     test_ds = data.load(options["data"], split="test", batch_size=256,
-                        limit=options["eval_limit"])
+                        limit=options["eval_limit"], image_size=size)
     if multi_worker:
         # Batches are global: every worker builds them all and keeps its share.
         train_ds, val_ds, test_ds = (distribution.shard_by_data(d)

@@ -25,7 +25,7 @@ _CROP_PADDING = 4
 _ARRAYS_BATCH = 1024
 
 
-def info(data, *, data_dir=None):
+def info(data, *, data_dir=None, image_size=None):
     """Describe a dataset without building a pipeline.
 
     For tfds names this reads the builder's feature spec (no data needed).
@@ -49,6 +49,8 @@ def info(data, *, data_dir=None):
     DatasetInfo(name='mnist-sample', image_shape=(28, 28, 1), num_classes=10, source='bundled')
     """
     source = sources.resolve(data)
+    if source.kind == "folder":
+        return sources.folder_info(source, image_size)
     if source.kind == "tfds":
         return sources.tfds_info(source, data_dir)
     if source.kind == "tfrecord":
@@ -60,7 +62,7 @@ def info(data, *, data_dir=None):
 
 
 def load(data, split="train", *, batch_size=128, shuffle=None, augment=None, limit=None,
-         seed=0, data_dir=None, drop_remainder=False, download=True):
+         seed=0, data_dir=None, drop_remainder=False, download=True, image_size=None):
     """Build a batched `tf.data.Dataset` of `(images, labels)`.
 
     Images are float32 (batch, height, width, channels) in [0, 1] and labels
@@ -75,7 +77,9 @@ def load(data, split="train", *, batch_size=128, shuffle=None, augment=None, lim
             `DATASETS`, or a path: a Keras-layout `.npz` file (`x_train y_train
             x_test y_test`), a `.tfrecord` file (used whatever `split` is), or
             a directory holding `<split>.tfrecord` files with the tfds schema
-            (`image`: PNG/JPEG bytes, `label`: int64).
+            (`image`: PNG/JPEG bytes, `label`: int64), or an image folder (one
+            subfolder per class of PNG or JPEG files, see
+            `tfrobust.data.sources.FOLDER_LAYOUTS` and `folder_dataset`).
         split: `"train"` or `"test"` (tfds names also take tfds split strings
             such as `"train[:10%]"`; a TFRecord directory any file stem).
         batch_size: Positive number of examples per batch.
@@ -86,6 +90,8 @@ def load(data, split="train", *, batch_size=128, shuffle=None, augment=None, lim
         seed: Seed for shuffling and augmentation; the same seed gives the
             same batches.
         data_dir: tensorflow-datasets data directory (tfds names only).
+        image_size: `(height, width)` to resize an image folder's images to
+            (default: the size of its first image); other sources ignore it.
         drop_remainder: Drop the last batch if it is smaller than `batch_size`.
         download: Let tensorflow-datasets download missing data (tfds names
             only). With `False` nothing touches the network.
@@ -123,7 +129,11 @@ def load(data, split="train", *, batch_size=128, shuffle=None, augment=None, lim
         dataset = _array_batches(x, y, batch_size, shuffle, seed, drop_remainder)
         channels = x.shape[-1]
     else:
-        if source.kind == "tfrecord":
+        if source.kind == "folder":
+            examples, shape = sources.folder_dataset(source, split, image_size)
+            examples = _take(examples, limit)  # the training split comes shuffled by Keras
+            channels = shape[-1]
+        elif source.kind == "tfrecord":
             records, decode, shape = sources.tfrecord_dataset(
                 source, sources.tfrecord_files(source, split))
             examples = _take(records, limit)
@@ -152,7 +162,8 @@ def load(data, split="train", *, batch_size=128, shuffle=None, augment=None, lim
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def load_arrays(data, split="train", *, limit=None, data_dir=None, download=True):
+def load_arrays(data, split="train", *, limit=None, data_dir=None, download=True,
+                image_size=None):
     """Load a whole split into NumPy arrays.
 
     Meant for test sets and small data: the bundled sample, `.npz` files and
@@ -187,7 +198,7 @@ def load_arrays(data, split="train", *, limit=None, data_dir=None, download=True
         return np.array(x, dtype=np.float32), np.array(y, dtype=np.int32)
     dataset = load(data, split,
                    batch_size=_ARRAYS_BATCH, shuffle=False, augment=False, limit=limit,
-                   data_dir=data_dir, download=download)
+                   data_dir=data_dir, download=download, image_size=image_size)
     batches = list(dataset.as_numpy_iterator())
     if not batches:
         spec = dataset.element_spec[0].shape

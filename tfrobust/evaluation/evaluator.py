@@ -122,7 +122,8 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     members = inputs.ensemble_members(attacks, common)
     sweepers = [inputs.named_attack(a, common)
                 for a in inputs.as_list(sweep_attacks, "sweep_attacks")]
-    x, y, data_identity = inputs.resolve_data(data, split, limit, clip_min, clip_max)
+    x, y, data_identity = inputs.resolve_data(data, split, limit, clip_min, clip_max,
+                                              inputs.model_image_size(model))
     grid = inputs.sweep_grid(epsilons, epsilon, norm, clip_min, clip_max, x.shape[1:])
     logits_fn = inputs.evaluation_logits(model, strategy)
     runner = Runner(logits_fn, x, y, batch_size, _cache(cache_dir, model_identity, verbose),

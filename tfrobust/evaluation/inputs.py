@@ -101,7 +101,16 @@ def evaluation_logits(model, strategy=None):
     return distribution.split_over_devices(logits_fn, distribution.local_devices(strategy))
 
 
-def resolve_data(data, split, limit, clip_min, clip_max):
+def model_image_size(model):
+    """`(height, width)` of the model's input images, or None if it does not say."""
+    try:  # a RobustModel's input is its backbone's
+        height, width = getattr(model, "backbone", model).input_shape[1:3]
+    except (AttributeError, ValueError, TypeError):
+        return None
+    return (int(height), int(width)) if height and width else None
+
+
+def resolve_data(data, split, limit, clip_min, clip_max, image_size=None):
     """`(x, y, identity)` from arrays, a `tf.data.Dataset` or a dataset name.
 
     Args:
@@ -110,6 +119,8 @@ def resolve_data(data, split, limit, clip_min, clip_max):
         split: the split of a named dataset.
         limit: at most this many examples, or None.
         clip_min, clip_max: the range the images must lie in.
+        image_size: `(height, width)` an image folder's images are resized to (the
+            model's input).
     """
     if limit is not None:
         limit = validation.check_number("limit", limit, minimum=1, integer=True)
@@ -117,7 +128,7 @@ def resolve_data(data, split, limit, clip_min, clip_max):
     if isinstance(data, (str, os.PathLike)):
         from tfrobust import data as data_lib
 
-        x, y = data_lib.load_arrays(os.fspath(data), split, limit=limit)
+        x, y = data_lib.load_arrays(os.fspath(data), split, limit=limit, image_size=image_size)
         identity.update(name=os.fspath(data), split=split)
     elif isinstance(data, tf.data.Dataset):
         x, y = _dataset_arrays(data, limit)
