@@ -165,3 +165,21 @@ def test_a_batch_fooled_to_the_last_example_stops_before_an_empty_pass(name, kwa
     attack = attacks.get(name, epsilon=1.0, seed=1, **kwargs)  # the whole box: all fooled
     x_adv, _ = run(attack, model, x, y, stop=True)
     assert np.all(np.argmax(model(x_adv).numpy(), -1) != y)
+
+
+def test_fab_t_runs_each_target_only_on_points_still_robust(trained):
+    model, x, y = trained
+    outputs = [run(attacks.get("fab-t", epsilon=0.08, num_steps=10, num_target_classes=3,
+                               seed=1), model, x, y, stop) for stop in (False, True)]
+    (x_full, full), (x_stop, stopped) = outputs
+    fooled_full = np.argmax(model(x_full).numpy(), -1) != y
+    fooled_stop = np.argmax(model(x_stop).numpy(), -1) != y
+    assert 0 < fooled_full.sum() < len(y)
+    # A point broken within epsilon by one target is broken either way; later targets only
+    # shorten its perturbation, which an evaluation at radius epsilon does not count.
+    np.testing.assert_array_equal(fooled_stop, fooled_full)
+    assert np.abs(x_stop - x).max() <= 0.08 + 1e-6
+    # Each of the 3 targets: 10 steps of a gradient and a forward pass per point, plus
+    # the clean passes; points broken by the first target skip the other two.
+    assert full == 3 * 10 * 2 * len(x) + 2 * len(x)
+    assert stopped < full

@@ -367,8 +367,8 @@ def test_tune_command_refuses_bad_configs_before_writing_anything(tmp_path, caps
     assert not out.exists()
 
 
-def test_the_readme_example_config_is_a_valid_search(tmp_path):
-    readme = open(os.path.join(HERE, os.pardir, "README.md")).read()
+def test_the_documented_example_config_is_a_valid_search(tmp_path):
+    readme = open(os.path.join(HERE, os.pardir, "docs", "tuning.md")).read()
     block = readme.split("```toml\n# tune.toml\n", 1)[1].split("```", 1)[0]
     config = tmp_path / "tune.toml"
     config.write_text(block)

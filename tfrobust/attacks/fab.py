@@ -69,10 +69,13 @@ Deviations from the paper and from the reference implementation
   smallest adversarial norm over all runs; the reference attacks only the
   points not yet broken within `epsilon` and keeps the first success. With
   one restart (AutoAttack's setting) every run is the reference's run, so
-  the returned perturbation is never longer than the reference's.
-- The step count is fixed (no early exit): a batch costs
+  the returned perturbation is never longer than the reference's. With
+  `stop_when_fooled` (see `Attack`; the evaluation sets it) a run attacks,
+  as the reference does, only the points not yet broken within `epsilon`:
+  which points end within `epsilon` is the same, for fewer passes.
+- The step count is fixed (no early exit within a run): a batch costs
   `num_targets * num_restarts * num_steps` gradient evaluations plus as many
-  forward passes.
+  forward passes, fewer with `stop_when_fooled` when points break.
 """
 
 import tensorflow as tf
@@ -262,8 +265,8 @@ class FAB(Attack):
         x_next = tf.where(_per_example(fooled, rank), x + self.backward_step * (x_next - x), x_next)
         return x_next, best, best_norm
 
-    def _run(self, logits_fn, x, y, target, best, best_norm, random, seed):
-        x_k = self._start_point(x, best_norm, random, seed)
+    def _run(self, logits_fn, x, y, target, best, best_norm, random, seed, start=None):
+        x_k = self._start_point(x, best_norm, random, seed) if start is None else start
 
         def body(i, x_k, best, best_norm):
             return (i + 1,) + self._step(logits_fn, x, y, target, x_k, best, best_norm)
@@ -273,6 +276,25 @@ class FAB(Attack):
             maximum_iterations=self.num_steps,
         )
         return best, best_norm
+
+    def _run_on_unbroken(self, logits_fn, x, y, target, best, best_norm, random, seed):
+        """`_run` on the examples not yet fooled within epsilon (`stop_when_fooled`), as the
+        reference's FAB-T runs each target only on the points still robust; the others
+        keep their result. The start is drawn for the whole batch, so each example's is
+        the one it gets without `stop_when_fooled`."""
+        start = self._start_point(x, best_norm, random, seed)
+        keep = tf.where(best_norm > self.epsilon)[:, 0]
+        picked = [tf.gather(t, keep) for t in (x, y, target, best, best_norm, start)]
+
+        def attack():
+            x_k, y_k, target_k, best_k, norm_k, start_k = picked
+            return self._run(logits_fn, x_k, y_k, target_k, best_k, norm_k, random, seed,
+                             start=start_k)
+
+        # A model may refuse an empty batch (oneDNN convolutions do): no run when none is left.
+        found, found_norm = tf.cond(tf.size(keep) > 0, attack, lambda: (picked[3], picked[4]))
+        return (tf.tensor_scatter_nd_update(best, keep[:, None], found),
+                tf.tensor_scatter_nd_update(best_norm, keep[:, None], found_norm))
 
     # -- all targets and restarts --------------------------------------------------------
     def perturb(self, model, x, y, seed=None):
@@ -295,6 +317,9 @@ class FAB(Attack):
             target = tf.gather(targets, j // self.num_restarts, axis=1)  # (B,)
             random = tf.not_equal(j % self.num_restarts, 0)
             run_seed = tf.random.experimental.stateless_fold_in(seed, j)
+            if self._compacting():
+                return j + 1, *self._run_on_unbroken(logits_fn, x, y, target, best, best_norm,
+                                                     random, run_seed)
             best, best_norm = self._run(
                 logits_fn, x, y, target, best, best_norm, random, run_seed
             )

@@ -8,7 +8,7 @@ itself stays, holding the last holder's description). Shards of one evaluation
 take it shared (`shared=True`); a whole run takes it exclusively.
 
 `flock` is local to one machine on most network file systems; directories shared
-between machines rely on the atomic writes of the cache instead (see the README).
+between machines rely on the atomic writes of the cache instead (see docs/evaluation.md).
 """
 
 import json
