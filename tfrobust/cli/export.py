@@ -27,6 +27,10 @@ def add_parser(subparsers):
     parser.add_argument("--allow-untrained", action="store_true",
                         help="export a model whose optimizer never made a step (e.g. weights "
                              "trained elsewhere, or saved without the optimizer)")
+    parser.add_argument("--max-image-pixels", type=int, metavar="P",
+                        help="the largest image (width x height) serving_bytes decodes; larger "
+                             "ones are refused from their header, before decoding (default: "
+                             "4096 x 4096, or 64 model inputs if that is more)")
     parser.set_defaults(run=run)
     return parser
 
@@ -36,8 +40,12 @@ def run(args):
 
     arguments.check_model_file(args.model)
     result = export_saved_model(args.model, args.outdir, version=args.model_version,
-                                overwrite=args.overwrite, allow_untrained=args.allow_untrained)
+                                overwrite=args.overwrite, allow_untrained=args.allow_untrained,
+                                max_image_pixels=args.max_image_pixels)
     print(f"tfrobust export: wrote {args.model} as version {result.version} to {result.path}")
+    if "serving_bytes" in result.signatures:
+        print(f"  serving_bytes refuses images of more than {result.max_image_pixels} pixels "
+              "(--max-image-pixels)")
     for name, signature in result.signatures.items():
         print(f"  signature {name}:")
         for role in ("inputs", "outputs"):

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tfrobust.export import versions
 from tfrobust.models.loading import load_model
+from tfrobust.utils import validation
 
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
@@ -18,6 +19,15 @@ OUTPUTS = ("logits", "probabilities", "classes")
 _DECODABLE_CHANNELS = (1, 3)
 # Pixel values a little outside [0, 1] come from resizing or JPEG round-off.
 _RANGE_TOLERANCE = 1e-3
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# `serving_bytes` refuses an image of more pixels than this (read from its header, before
+# any decoding) unless export says otherwise: 4096 x 4096, or 64 model inputs if larger.
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def default_max_image_pixels(image_shape):
+    """The decoded-size limit of `serving_bytes` for a model input of `image_shape`."""
+    return max(DEFAULT_MAX_IMAGE_PIXELS, 64 * int(image_shape[0]) * int(image_shape[1]))
 
 
 @dataclasses.dataclass
@@ -34,9 +44,11 @@ class ExportResult:
     path: str
     version: int
     signatures: dict
+    max_image_pixels: int = None
 
 
-def export_saved_model(model, directory, version=None, overwrite=False, allow_untrained=False):
+def export_saved_model(model, directory, version=None, overwrite=False, allow_untrained=False,
+                       max_image_pixels=None):
     """Write the inference model as version `version` of a TF Serving model.
 
     Writes `directory/<version>/saved_model.pb` and `variables/`, the layout
@@ -67,7 +79,14 @@ def export_saved_model(model, directory, version=None, overwrite=False, allow_un
     images outside [0, 1] (e.g. 0-255 pixels) with an `InvalidArgumentError`.
     `serving_bytes` exists for models with 1 or 3 input channels. TF
     Serving's REST API takes a string input whose name ends in `_bytes` as
-    `{"b64": "<base64>"}`.
+    `{"b64": "<base64>"}`. It reads each image's width and height from its
+    PNG or JPEG header and refuses, before decoding anything, an image of more
+    than `max_image_pixels` pixels (a small file can declare a huge image: a
+    389 KB PNG of 20000 x 20000 would take 2.75 GB to decode) and anything
+    that is not a PNG or JPEG file, with an `InvalidArgumentError` naming the
+    limit. The limit is kept in the SavedModel (`tf.saved_model.load(path)
+    .max_image_pixels[0]`). An empty
+    batch gives empty outputs on both signatures.
 
     A model counts as trained when its optimizer has applied at least one
     update (`model.optimizer.iterations > 0`); a model loaded from a `.keras`
@@ -83,6 +102,9 @@ def export_saved_model(model, directory, version=None, overwrite=False, allow_un
             existing version, or 1.
         overwrite: replace an existing version instead of refusing.
         allow_untrained: export a model whose optimizer never made a step.
+        max_image_pixels: the largest image (width x height) `serving_bytes`
+            decodes; None: `default_max_image_pixels` of the model's input
+            (4096 x 4096, or 64 inputs if that is more).
 
     Returns:
         An `ExportResult` (path, version, signatures).
@@ -101,12 +123,20 @@ def export_saved_model(model, directory, version=None, overwrite=False, allow_un
     model = _load(model)
     check_exportable(model, allow_untrained)
     image_shape = input_image_shape(model)
+    if max_image_pixels is None:
+        max_image_pixels = default_max_image_pixels(image_shape)
+    max_image_pixels = validation.check_number("max_image_pixels", max_image_pixels, minimum=1,
+                                               integer=True)
     endpoints = {SERVING_DEFAULT: (images_function(model),
                                    tf.TensorSpec((None, *image_shape), tf.float32, name=IMAGES))}
     if image_shape[-1] in _DECODABLE_CHANNELS:
-        endpoints[SERVING_BYTES] = (image_bytes_function(model, image_shape),
+        endpoints[SERVING_BYTES] = (image_bytes_function(model, image_shape, max_image_pixels),
                                     tf.TensorSpec((None,), tf.string, name=IMAGE_BYTES))
     archive = keras.export.ExportArchive()
+    # Kept in the SavedModel: `tf.saved_model.load(path).max_image_pixels[0]`.
+    archive.add_variable_collection("max_image_pixels", [
+        keras.Variable(max_image_pixels, dtype="int64", trainable=False,
+                       name="max_image_pixels")])
     signatures = {}
     for name, (function, spec) in endpoints.items():
         traced = archive.add_endpoint(name, function, input_signature=[spec])
@@ -114,22 +144,32 @@ def export_saved_model(model, directory, version=None, overwrite=False, allow_un
     path = versions.write_version(directory, version,
                                   lambda path: archive.write_out(path, verbose=False),
                                   overwrite=overwrite)
-    return ExportResult(path=path, version=int(os.path.basename(path)), signatures=signatures)
+    return ExportResult(path=path, version=int(os.path.basename(path)), signatures=signatures,
+                        max_image_pixels=max_image_pixels)
 
 
 def serving_outputs(model, images):
-    """The signatures' outputs on float32 images in [0, 1]: logits, probabilities, classes."""
-    if hasattr(model, "use_logits") and hasattr(model, "features"):
-        features = model.features(images, training=False)
-        # RobustModel.LOGIT_USES: cos and softmax(s * cos) for a hypersphere head.
-        logits = model.use_logits(features, "evaluation")
-        scores = model.use_logits(features, "serving_probabilities")
-    else:
-        logits = scores = model(images, training=False)
-    logits = tf.cast(logits, tf.float32)
+    """The signatures' outputs on float32 images in [0, 1]: logits, probabilities, classes.
+
+    An empty batch gives empty outputs without calling the model (oneDNN convolutions
+    refuse a batch of 0)."""
+    def outputs(images):
+        if hasattr(model, "use_logits") and hasattr(model, "features"):
+            features = model.features(images, training=False)
+            # RobustModel.LOGIT_USES: cos and softmax(s * cos) for a hypersphere head.
+            logits = model.use_logits(features, "evaluation")
+            scores = model.use_logits(features, "serving_probabilities")
+        else:
+            logits = scores = model(images, training=False)
+        return tf.cast(logits, tf.float32), tf.cast(scores, tf.float32)
+
+    num_classes = outputs(tf.zeros((1, *images.shape[1:]), images.dtype))[0].shape[-1]
+    empty = tf.zeros((0, num_classes), tf.float32)
+    logits, scores = tf.cond(tf.shape(images)[0] > 0, lambda: outputs(images),
+                             lambda: (empty, empty))
     return {
         "logits": logits,
-        "probabilities": tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1),
+        "probabilities": tf.nn.softmax(scores, axis=-1),
         "classes": tf.argmax(logits, axis=-1, output_type=tf.int64),
     }
 
@@ -150,11 +190,42 @@ def images_function(model):
     return serve
 
 
-def image_bytes_function(model, image_shape):
+def declared_size(encoded):
+    """`(height, width)` a PNG or JPEG file declares in its header, read without decoding;
+    `(-1, -1)` for anything else."""
+    signature = tf.strings.substr(encoded, 0, 8)
+    is_png = tf.logical_and(tf.equal(signature, _PNG_SIGNATURE),
+                            tf.strings.length(encoded) >= 24)
+
+    def png():
+        # The IHDR chunk comes first: width and height, big-endian, at bytes 16 and 20.
+        size = tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.int32, little_endian=False)
+        return tf.cast(size[1], tf.int64), tf.cast(size[0], tf.int64)
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded, output_type=tf.int64)
+        return shape[0], shape[1]
+
+    def other():
+        return tf.constant(-1, tf.int64), tf.constant(-1, tf.int64)
+
+    return tf.case([(is_png, png), (tf.io.is_jpeg(encoded), jpeg)], default=other)
+
+
+def image_bytes_function(model, image_shape, max_image_pixels):
     """The `serving_bytes` function: `image_bytes` (B,) encoded images to outputs."""
     height, width, channels = image_shape
 
     def decode(encoded):
+        h, w = declared_size(encoded)
+        known = tf.Assert(h >= 0, [
+            "Expected image_bytes to hold PNG or JPEG files. Received: a file that is neither"])
+        # Negative sizes (a PNG header's 31st bit) are refused with the unknown formats.
+        small = tf.Assert(tf.logical_and(w >= 0, h * w <= max_image_pixels), [
+            f"Expected images of at most max_image_pixels={max_image_pixels} pixels (set at "
+            "export). Received: an image of height x width", h, w])
+        with tf.control_dependencies([known, small]):
+            encoded = tf.identity(encoded)
         image = tf.io.decode_image(encoded, channels=channels, expand_animations=False,
                                    dtype=tf.float32)                        # (h, w, C) in [0, 1]
         image = tf.image.resize(image, (height, width), antialias=True)     # identity at H x W
