@@ -200,6 +200,9 @@ CLI_ROWS = [
     ("zero-learning-rate", ["--learning-rate", "0"], "learning_rate=0.0"),
     ("bad-backup-every", ["--backup-every", "0"], "backup_every='0'"),
     ("multi-worker-without-tf-config", ["--distribute", "multi-worker"], "no TF_CONFIG"),
+    ("negative-validation-limit", ["--val-limit", "-1"], "val_limit=-1"),
+    ("zero-evaluation-limit", ["--eval-limit", "0"], "eval_limit=0"),
+    ("zero-training-limit", ["--limit", "0"], "limit=0"),
 ]
 
 
@@ -283,3 +286,33 @@ def test_an_unreadable_backup_is_refused_and_kept(tmp_path, capsys):
     assert "Expected a readable backup" in err and "state.json" in err
     assert snapshot(directory) == before
     json.loads((directory / resume.OPTIONS_FILE).read_text())  # untouched
+
+
+def test_a_config_file_that_does_not_parse_is_named(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text("epochs = 1\nepochs = 2\n")  # a duplicate key
+    assert main(["train", "--config", str(config), "--output", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    print(f"ROW duplicate-toml-key | {err}")
+    assert f"--config {str(config)!r}, which does not parse" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_export_version_beyond_any_integer_type(saved, tmp_path, capsys):
+    path = saved
+    out = tmp_path / "serving"
+    assert main(["export", str(path), str(out), "--version", "99999999999999999999",
+                 "--allow-untrained"]) == 1
+    err = capsys.readouterr().err.strip()
+    print(f"ROW huge-export-version | {err}")
+    assert "version=99999999999999999999" in err and "isfinite" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_directory_the_user_may_not_write_is_named(saved, tmp_path, capsys):
+    # /sys refuses new entries even to root, so this holds however the tests run.
+    path = saved
+    assert main(["export", str(path), "/sys/tfrobust-test-export", "--allow-untrained"]) == 1
+    err = capsys.readouterr().err.strip()
+    print(f"ROW unwritable-output | {err}")
+    assert "Expected a place this user may write" in err and "/sys/tfrobust-test-export" in err

@@ -15,15 +15,14 @@ def read_config_file(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Expected an existing config file. Received: --config {path!r}")
     suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".toml", ".json"):
+        raise ValueError(f"Expected a .toml or .json config file. Received: --config {path!r}")
     with open(path, "rb") as handle:
-        if suffix == ".toml":
-            data = tomllib.load(handle)
-        elif suffix == ".json":
-            data = json.load(handle)
-        else:
-            raise ValueError(
-                f"Expected a .toml or .json config file. Received: --config {path!r}"
-            )
+        try:
+            data = tomllib.load(handle) if suffix == ".toml" else json.load(handle)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"Expected a valid {suffix[1:].upper()} file. Received: --config "
+                             f"{path!r}, which does not parse: {error}") from None
     if not isinstance(data, dict):
         raise ValueError(f"Expected a table of options in {path}. Received: {type(data).__name__}")
     return {key.replace("-", "_"): value for key, value in data.items()}

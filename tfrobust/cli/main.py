@@ -79,6 +79,12 @@ def main(argv=None):
             raise
         print(f"tfrobust {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except PermissionError as error:  # e.g. a read-only --output, --report or OUTDIR
+        if os.environ.get("TFROBUST_DEBUG"):
+            raise
+        print(f"tfrobust {args.command}: error: Expected a place this user may write. "
+              f"Received: {error.filename!r} ({error.strerror})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

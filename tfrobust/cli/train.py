@@ -154,6 +154,16 @@ def _check_run_options(options):
     options["backup_every"] = resume.parse_backup_every(options["backup_every"])
     for key in ("epochs", "batch_size"):
         validation.check_number(key, options[key], minimum=1, integer=True)
+    for key in ("limit", "val_limit", "eval_limit"):  # named here, not as data's `limit`
+        if options[key] is not None:
+            validation.check_number(key, options[key], minimum=1, integer=True)
+    if options["image_size"] is not None:
+        size = options["image_size"]
+        if not (isinstance(size, (list, tuple)) and len(size) == 2):
+            raise ValueError(f"Expected image_size to be [height, width]. Received: "
+                             f"image_size={size!r}")
+        for value in size:
+            validation.check_number("image_size", value, minimum=1, integer=True)
 
 
 def _check_output(directory, overwrite):

@@ -57,7 +57,9 @@ def write_version(directory, version, write, overwrite=False):
         )
     if version is None:
         version = next_version(directory)
-    version = validation.check_number("version", version, minimum=1, integer=True)
+    # TF Serving reads version numbers as int64.
+    version = validation.check_number("version", version, minimum=1, maximum=2 ** 63 - 1,
+                                      integer=True)
     target = os.path.join(directory, str(version))
     _refuse_existing(target, version, overwrite)
     os.makedirs(directory, exist_ok=True)

@@ -25,7 +25,9 @@ def check_number(name, value, minimum=None, maximum=None, *, integer=False,
         )
     if integer and int(value) != value:
         raise ValueError(f"Expected {name} to be a whole number. Received: {name}={value!r}")
-    if not np.isfinite(value):
+    if integer and isinstance(value, numbers.Integral):
+        pass  # Python integers are exact at any size (np.isfinite refuses the huge ones)
+    elif not np.isfinite(value):
         raise ValueError(f"Expected {name} to be finite. Received: {name}={value!r}")
     if minimum is not None:
         if strict_minimum and value <= minimum:
