@@ -28,8 +28,8 @@ def _start_tensorflow(verbose):
     TensorFlow's C++ start-up lines (oneDNN notices, "Could not find cuda drivers",
     and on a machine without a GPU an `E0000 ... failed call to cuInit` that reads
     like a failure) are written to file descriptor 2 by absl before any log level
-    applies, so they are caught there while TensorFlow starts and its devices come
-    up, and shown only if starting fails.
+    applies, so they are caught there while TensorFlow is imported, and shown only
+    if that fails; later ones are below `TF_CPP_MIN_LOG_LEVEL=3`.
     """
     import tfrobust
 
@@ -42,10 +42,10 @@ def _start_tensorflow(verbose):
     with tempfile.TemporaryFile() as caught:
         os.dup2(caught.fileno(), 2)
         try:
+            # Importing only: devices must come up later, where the command configures them
+            # (collective ops for multi-worker training must be set before that). Their
+            # start-up error line (cuInit) is hidden by TF_CPP_MIN_LOG_LEVEL=3.
             tfrobust.load()
-            import tensorflow as tf
-
-            tf.config.list_logical_devices()  # device start-up logs here (cuInit)
         except BaseException:
             os.dup2(saved, 2)
             caught.seek(0)

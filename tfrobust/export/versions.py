@@ -13,6 +13,8 @@ import os
 import re
 import secrets
 import shutil
+import socket
+import time
 
 from tfrobust.utils import validation
 from tfrobust.utils.files import sync, sync_tree
@@ -20,6 +22,8 @@ from tfrobust.utils.files import sync, sync_tree
 _VERSION_NAME = re.compile(r"^[0-9]+$")
 _TEMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
+# Staging directories only: a dead writer's `.old-` one may hold the version it replaced.
+_STAGING_NAME = re.compile(r"^\.tmp-[0-9]+-(?P<host>[A-Za-z0-9_.]+)-(?P<pid>[0-9]+)-[0-9a-f]+$")
 
 
 def existing_versions(directory):
@@ -55,7 +59,8 @@ def write_version(directory, version, write, overwrite=False):
         raise FileExistsError(
             f"Expected a directory to export into. Received: directory={directory!r} is a file"
         )
-    if version is None:
+    claim = version is None  # the next free number, claimed when the version is complete
+    if claim:
         version = next_version(directory)
     # TF Serving reads version numbers as int64.
     version = validation.check_number("version", version, minimum=1, maximum=2 ** 63 - 1,
@@ -63,17 +68,67 @@ def write_version(directory, version, write, overwrite=False):
     target = os.path.join(directory, str(version))
     _refuse_existing(target, version, overwrite)
     os.makedirs(directory, exist_ok=True)
+    remove_stale(directory)
     staging = _sibling(directory, _TEMP_PREFIX, version)
     os.mkdir(staging)  # with the permissions of os.makedirs, so the server can read it
     try:
         write(staging)
         sync_tree(staging)
-        _move_into_place(staging, target, version, overwrite)
+        while True:
+            try:
+                _move_into_place(staging, target, version, overwrite)
+                break
+            except FileExistsError:
+                if not claim:
+                    raise
+                # Another exporter took this number while we wrote: the next free one.
+                # The rename fails on an existing version, so each number has one owner.
+                version = max(version, next_version(directory) - 1) + 1
+                target = os.path.join(directory, str(version))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     sync(directory)
     return target
+
+
+def remove_stale(directory, max_age=24 * 3600):
+    """Remove the staging directories of exports that died (killed mid-write).
+
+    A staging directory's name holds its writer's host and process id: one of this host
+    whose process is gone is removed, and one of any host untouched for `max_age`
+    seconds (an export takes seconds). Returns the names removed.
+    """
+    removed = []
+    for name in os.listdir(directory):
+        match = _STAGING_NAME.match(name)
+        if match is None:
+            continue
+        path = os.path.join(directory, name)
+        host, pid = match.group("host"), int(match.group("pid"))
+        try:
+            age = time.time() - os.stat(path).st_mtime
+        except FileNotFoundError:
+            continue
+        dead = host == _host() and not _alive(pid)
+        if dead or age > max_age:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _host():
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())
 
 
 def _refuse_existing(target, version, overwrite):
@@ -113,5 +168,7 @@ def _move_into_place(staging, target, version, overwrite):
 
 
 def _sibling(directory, prefix, version):
-    """A fresh path in `directory` whose name TF Serving does not take for a version."""
-    return os.path.join(directory, f"{prefix}{version}-{os.getpid()}-{secrets.token_hex(4)}")
+    """A fresh path in `directory` whose name TF Serving does not take for a version:
+    `<prefix><version>-<host>-<pid>-<random>` (see `remove_stale`)."""
+    return os.path.join(directory,
+                        f"{prefix}{version}-{_host()}-{os.getpid()}-{secrets.token_hex(4)}")
