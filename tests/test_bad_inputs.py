@@ -316,3 +316,18 @@ def test_a_directory_the_user_may_not_write_is_named(saved, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     print(f"ROW unwritable-output | {err}")
     assert "Expected a place this user may write" in err and "/sys/tfrobust-test-export" in err
+
+
+@pytest.mark.parametrize("shape, says", [
+    ((28, 28, 3), "The channels differ"),
+    ((32, 32, 3), "images of shape (32, 32, 3)"),
+])
+def test_evaluating_images_the_model_cannot_take_names_both_shapes(digits, shape, says):
+    import tfrobust
+
+    x = np.zeros((4, *shape), np.float32)
+    with pytest.raises(ValueError) as caught:
+        tfrobust.evaluate(tiny_model(), (x, np.zeros(4, np.int64)), epsilon=0.1, verbose=False)
+    message = str(caught.value)
+    print(f"ROW model-input-mismatch {shape} | {message}")
+    assert "Expected images of the model's input shape (28, 28, 1)" in message and says in message

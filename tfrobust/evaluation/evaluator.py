@@ -124,6 +124,7 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
                 for a in inputs.as_list(sweep_attacks, "sweep_attacks")]
     x, y, data_identity = inputs.resolve_data(data, split, limit, clip_min, clip_max,
                                               inputs.model_image_size(model))
+    inputs.check_fits_model(x, model, data_identity["name"])
     grid = inputs.sweep_grid(epsilons, epsilon, norm, clip_min, clip_max, x.shape[1:])
     logits_fn = inputs.evaluation_logits(model, strategy)
     runner = Runner(logits_fn, x, y, batch_size, _cache(cache_dir, model_identity, verbose),

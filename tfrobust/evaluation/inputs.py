@@ -101,13 +101,35 @@ def evaluation_logits(model, strategy=None):
     return distribution.split_over_devices(logits_fn, distribution.local_devices(strategy))
 
 
-def model_image_size(model):
-    """`(height, width)` of the model's input images, or None if it does not say."""
+def model_image_shape(model):
+    """`(height, width, channels)` of the model's input images, or None if it does not say."""
     try:  # a RobustModel's input is its backbone's
-        height, width = getattr(model, "backbone", model).input_shape[1:3]
+        shape = tuple(getattr(model, "backbone", model).input_shape[1:])
     except (AttributeError, ValueError, TypeError):
         return None
-    return (int(height), int(width)) if height and width else None
+    if len(shape) != 3 or not all(shape):
+        return None
+    return tuple(int(d) for d in shape)
+
+
+def model_image_size(model):
+    """`(height, width)` of the model's input images, or None if it does not say."""
+    shape = model_image_shape(model)
+    return None if shape is None else shape[:2]
+
+
+def check_fits_model(x, model, data_name):
+    """Refuse images the model cannot take, naming both shapes (before any attack)."""
+    expected = model_image_shape(model)
+    received = tuple(int(d) for d in np.shape(x)[1:])
+    if expected is None or received == expected:
+        return
+    hint = ""
+    if received[:2] == expected[:2] and {received[2], expected[2]} == {1, 3}:
+        hint = (" The channels differ: a grayscale model on colour images or the other way "
+                "round (e.g. an MNIST model on CIFAR-10).")
+    raise ValueError(f"Expected images of the model's input shape {expected}. Received: "
+                     f"data={data_name!r} with images of shape {received}.{hint}")
 
 
 def resolve_data(data, split, limit, clip_min, clip_max, image_size=None):
