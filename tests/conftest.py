@@ -50,6 +50,20 @@ def mnist_sample():
 
 
 @pytest.fixture(scope="session")
+def standard_mlp(mnist_sample):
+    """A 64-unit MLP after 2 epochs of standard training on the first 2000 sample digits
+    (batch 32, Adam): a model that attacks break. Shared; tests only read it."""
+    x_train, y_train = mnist_sample[0][:2000], mnist_sample[1][:2000]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="session")
 def trained_small_cnn(mnist_sample):
     """small_cnn after one epoch of standard training, and after two of PGD-AT at L-inf 0.2.
 

@@ -185,16 +185,9 @@ def test_bad_configuration_is_refused_with_the_argument_named(name, kwargs, matc
 
 # -- strength on a trained model --------------------------------------------------------------
 @pytest.fixture(scope="module")
-def trained(mnist_sample):
-    """An MLP after 2 epochs on 2000 digits, and 200 test digits."""
-    x_train, y_train, x_test, y_test = mnist_sample
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
-    model.compile(optimizer="adam",
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x_train[:2000], y_train[:2000], epochs=2, batch_size=32, verbose=0)
-    return model, x_test[:200], y_test[:200]
+def trained(mnist_sample, standard_mlp):
+    """The shared standard MLP (conftest) and 200 test digits."""
+    return standard_mlp, mnist_sample[2][:200], mnist_sample[3][:200]
 
 
 def test_apgd_breaks_a_standard_model_at_linf_0_3(trained):

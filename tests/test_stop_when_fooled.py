@@ -88,17 +88,11 @@ def test_looped_and_unrolled_pgd_stop_the_same_way(unroll_up_to):
 
 
 @pytest.fixture(scope="module")
-def trained(mnist_sample):
-    """An MLP after 2 epochs on 2000 digits, and 100 test digits it gets right."""
-    x_train, y_train, x_test, y_test = mnist_sample
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
-    model.compile(optimizer="adam",
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x_train[:2000], y_train[:2000], epochs=2, batch_size=32, verbose=0)
-    right = np.argmax(model.predict(x_test[:120], verbose=0), -1) == y_test[:120]
-    return model, x_test[:120][right][:100], y_test[:120][right][:100]
+def trained(mnist_sample, standard_mlp):
+    """The shared standard MLP (conftest), and 100 test digits it gets right."""
+    x_test, y_test = mnist_sample[2][:120], mnist_sample[3][:120]
+    right = np.argmax(standard_mlp.predict(x_test, verbose=0), -1) == y_test
+    return standard_mlp, x_test[right][:100], y_test[right][:100]
 
 
 @pytest.mark.parametrize("name, epsilon, kwargs", [
