@@ -331,3 +331,26 @@ def test_evaluating_images_the_model_cannot_take_names_both_shapes(digits, shape
     message = str(caught.value)
     print(f"ROW model-input-mismatch {shape} | {message}")
     assert "Expected images of the model's input shape (28, 28, 1)" in message and says in message
+
+
+def test_a_one_example_evaluation_says_what_it_cannot_tell(digits):
+    import tfrobust
+
+    model = tiny_model()
+    x, y = digits
+    predicted = np.argmax(model.predict(x, verbose=0), -1)
+    wrong = int(np.flatnonzero(predicted != y)[0])
+    right = int(np.flatnonzero(predicted == y)[0])
+    quick = dict(epsilon=0.1, attacks=["fgsm"], sweep_attacks=[], checks=False, verbose=False)
+    report = tfrobust.evaluate(model, (x[wrong:wrong + 1], y[wrong:wrong + 1]), **quick)
+    text = report.summary()
+    print(f"ROW one-misclassified-example | {text}")
+    assert "no example was classified correctly, so no attack ran" in text
+    assert "only 1 example: each one is 100 points of accuracy" in text
+    assert "standard error of 50 points" in text
+    report = tfrobust.evaluate(model, (x[right:right + 1], y[right:right + 1]), **quick)
+    assert "no attack ran" not in report.summary() and "only 1 example" in report.summary()
+    assert "only 64 examples: each one is 1.56 points" in tfrobust.evaluate(
+        model, (x, y), **quick).summary()
+    many = tfrobust.evaluate(model, data.load_arrays("mnist-sample", "test", limit=100), **quick)
+    assert "note:" not in many.summary()

@@ -154,6 +154,7 @@ class EvaluationReport:
             f"  robust accuracy  {100 * self.robust_accuracy:6.2f}%  (worst case over "
             f"{len(self.attacks)} attack{'s' if len(self.attacks) != 1 else ''})",
         ]
+        lines.extend(self.sample_notes())
         for attack in self.attacks:
             lines.append(f"    after {attack['name']:<14} "
                          f"{100 * attack['robust_accuracy_after']:6.2f}%"
@@ -173,6 +174,21 @@ class EvaluationReport:
             if check.passed is False:
                 lines.append(f"          {check.meaning}")
         return "\n".join(lines)
+
+    def sample_notes(self):
+        """Plain words for what a small sample can and cannot say (lines of the summary)."""
+        count = int(self.data["num_examples"])
+        notes = []
+        if count and self.clean_accuracy == 0:
+            notes.append("  note: no example was classified correctly, so no attack ran "
+                         "(\"broke 0 of 0\")")
+        if 0 < count < 100:
+            error = 100 * (0.25 / count) ** 0.5
+            notes.append(f"  note: only {count} example{'s' if count != 1 else ''}: each one is "
+                         f"{100 / count:.3g} points of accuracy, and an accuracy near 50% has a "
+                         f"standard error of {error:.2g} points; evaluate 100 or more for an "
+                         "estimate")
+        return notes
 
     def __str__(self):
         return self.summary()
