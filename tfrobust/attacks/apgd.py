@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from tfrobust.attacks import compaction
 from tfrobust.attacks import losses as attack_losses
 from tfrobust.attacks import projections
 from tfrobust.attacks.base import Attack, register
@@ -70,18 +71,6 @@ def merge_runs(best, new):
     )
 
 
-def _gather(structure, keep):
-    """Every per-example tensor of `structure`, at the batch positions `keep`."""
-    return tf.nest.map_structure(lambda t: tf.gather(t, keep), structure)
-
-
-def _scatter(outputs, index, values):
-    """`outputs` (whole-batch tensors) with `values` written at batch positions `index`."""
-    index = index[:, None]
-    return tuple(tf.tensor_scatter_nd_update(out, index, tf.cast(value, out.dtype))
-                 for out, value in zip(outputs, values))
-
-
 def _drop_fooled(state, outputs):
     """Move the examples the run has fooled out of `state` and into `outputs`.
 
@@ -93,15 +82,9 @@ def _drop_fooled(state, outputs):
     """
     inputs, found = state[0], state[9]
     gone = tf.where(found)[:, 0]
-    outputs = _scatter(outputs, tf.gather(inputs[-1], gone),
-                       (tf.gather(state[8], gone), tf.gather(found, gone),
-                        tf.gather(state[7], gone)))
-    return _gather(state, tf.where(tf.logical_not(found))[:, 0]), outputs
-
-
-def _free_batch(tensor):
-    """`tensor`'s shape with its batch dimension left free (a `tf.while_loop` invariant)."""
-    return tf.TensorShape([None, *tensor.shape[1:]])
+    outputs = compaction.scatter(outputs, tf.gather(inputs[-1], gone),
+                                 compaction.gather((state[8], found, state[7]), gone))
+    return compaction.gather(state, tf.where(tf.logical_not(found))[:, 0]), outputs
 
 
 @register("apgd")
@@ -253,7 +236,7 @@ class APGD(Attack):
         # The start is drawn for the whole batch, so each example's is the same either way.
         x_adv = self._start(x, seed)
         if compact and skip is not None:
-            inputs, x_adv = _gather((inputs, x_adv), tf.where(tf.logical_not(skip))[:, 0])
+            inputs, x_adv = compaction.gather((inputs, x_adv), tf.where(tf.logical_not(skip))[:, 0])
 
         def unpack(inputs):
             x, y, target, clean_logits, _ = inputs
@@ -322,7 +305,7 @@ class APGD(Attack):
         state = (tf.constant(0), *state, outputs)
         if compact:
             # Every per-example tensor may shrink; the step counter and the outputs keep shape.
-            invariants = tf.nest.map_structure(_free_batch, state)
+            invariants = tf.nest.map_structure(compaction.free_batch, state)
             invariants = (tf.TensorShape([]), *invariants[1:-1],
                           tf.nest.map_structure(lambda t: t.shape, outputs))
             state = tf.while_loop(
@@ -332,11 +315,12 @@ class APGD(Attack):
             state = tf.while_loop(lambda i, *_: i < self.num_steps, step, state,
                                   maximum_iterations=self.num_steps)
         inputs, x_best, loss_best, x_fool, found = state[1], state[6], state[8], state[9], state[10]
-        x_out = tf.where(_per_example(found, x_best), x_fool, x_best)
         if not compact:
+            x_out = tf.where(_per_example(found, x_best), x_fool, x_best)
             return tf.stop_gradient(x_out), found, tf.stop_gradient(loss_best)
         # The examples still in the batch were never fooled: their best-loss points.
-        x_all, found_all, loss_all = _scatter(state[-1], inputs[-1], (x_best, found, loss_best))
+        x_all, found_all, loss_all = compaction.scatter(state[-1], inputs[-1],
+                                                        (x_best, found, loss_best))
         return tf.stop_gradient(x_all), found_all, tf.stop_gradient(loss_all)
 
     def perturb(self, model, x, y, seed=None):

@@ -80,7 +80,7 @@ Deviations from the paper and from the reference implementation
 
 import tensorflow as tf
 
-from tfrobust.attacks import projections
+from tfrobust.attacks import compaction, projections
 from tfrobust.attacks.base import Attack, register, runner_up_classes
 from tfrobust.utils import validation
 
@@ -284,7 +284,7 @@ class FAB(Attack):
         the one it gets without `stop_when_fooled`."""
         start = self._start_point(x, best_norm, random, seed)
         keep = tf.where(best_norm > self.epsilon)[:, 0]
-        picked = [tf.gather(t, keep) for t in (x, y, target, best, best_norm, start)]
+        picked = compaction.gather((x, y, target, best, best_norm, start), keep)
 
         def attack():
             x_k, y_k, target_k, best_k, norm_k, start_k = picked
@@ -293,8 +293,7 @@ class FAB(Attack):
 
         # A model may refuse an empty batch (oneDNN convolutions do): no run when none is left.
         found, found_norm = tf.cond(tf.size(keep) > 0, attack, lambda: (picked[3], picked[4]))
-        return (tf.tensor_scatter_nd_update(best, keep[:, None], found),
-                tf.tensor_scatter_nd_update(best_norm, keep[:, None], found_norm))
+        return compaction.scatter((best, best_norm), keep, (found, found_norm))
 
     # -- all targets and restarts --------------------------------------------------------
     def perturb(self, model, x, y, seed=None):

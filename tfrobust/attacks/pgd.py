@@ -2,11 +2,16 @@
 
 import tensorflow as tf
 
+from tfrobust.attacks import compaction
 from tfrobust.attacks import losses as attack_losses
 from tfrobust.attacks import projections
 from tfrobust.attacks.base import Attack, register
 from tfrobust.utils import validation
 from tfrobust.utils.device import default_unroll_steps
+
+
+# `_score` ranks a successful restart above any unsuccessful one by this much.
+_SUCCESS_BONUS = 1e6
 
 
 @register("pgd")
@@ -140,9 +145,7 @@ class PGD(Attack):
         inputs = (x, y, clean_logits if has_clean else tf.zeros([batch, 0]), tf.range(batch))
         x_start = x_adv
         if skip is not None:
-            keep = tf.where(tf.logical_not(skip))[:, 0]
-            inputs = tuple(tf.gather(t, keep) for t in inputs)
-            x_adv = tf.gather(x_adv, keep)
+            inputs, x_adv = compaction.gather((inputs, x_adv), tf.where(tf.logical_not(skip))[:, 0])
 
         def step(i, inputs, x_adv, x_out):
             x_in, y_in, clean_in, index = inputs
@@ -151,23 +154,21 @@ class PGD(Attack):
                 logits = logits_fn(x_adv)
                 loss = tf.reduce_sum(self._objective(logits, y_in, clean_in if has_clean else None))
             grad = tape.gradient(loss, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            fooled = tf.equal(predicted, y_in) if self.targeted else tf.not_equal(predicted, y_in)
+            fooled = self._success(logits, y_in)
             gone = tf.where(fooled)[:, 0]
-            x_out = tf.tensor_scatter_nd_update(x_out, tf.gather(index, gone)[:, None],
-                                                tf.gather(x_adv, gone))
-            keep = tf.where(tf.logical_not(fooled))[:, 0]
-            inputs = tuple(tf.gather(t, keep) for t in inputs)
-            x_adv = self._move(tf.gather(x_adv, keep), tf.gather(grad, keep), inputs[0])
-            return i + 1, inputs, x_adv, x_out
+            (x_out,) = compaction.scatter((x_out,), tf.gather(index, gone),
+                                          (tf.gather(x_adv, gone),))
+            inputs, x_adv, grad = compaction.gather((inputs, x_adv, grad),
+                                                    tf.where(tf.logical_not(fooled))[:, 0])
+            return i + 1, inputs, self._move(x_adv, grad, inputs[0]), x_out
 
         state = (tf.constant(0), inputs, x_adv, x_start)
-        free = [tf.TensorShape([None, *t.shape[1:]]) for t in inputs]
         _, inputs, x_adv, x_out = self._loop(
             step, state, cond=lambda inputs, *_: tf.size(inputs[1]) > 0,
-            shape_invariants=(tf.TensorShape([]), tuple(free),
-                              tf.TensorShape([None, *x.shape[1:]]), x.shape))
-        return tf.stop_gradient(tf.tensor_scatter_nd_update(x_out, inputs[-1][:, None], x_adv))
+            shape_invariants=(tf.TensorShape([]), tuple(map(compaction.free_batch, inputs)),
+                              compaction.free_batch(x), x.shape))
+        (x_out,) = compaction.scatter((x_out,), inputs[-1], (x_adv,))
+        return tf.stop_gradient(x_out)
 
     def perturb(self, model, x, y, seed=None):
         logits_fn, x, y, seed = self._prepare(model, x, y, seed)
@@ -179,7 +180,7 @@ class PGD(Attack):
         best_score = self._score(logits_fn(best), y, clean_logits)
         for r in range(1, self.num_restarts):
             # Stopping when fooled, a restart attacks only the examples no run has fooled.
-            skip = best_score >= 1e6 if self._compacting() else None
+            skip = best_score >= _SUCCESS_BONUS if self._compacting() else None
             candidate = self._run_once(logits_fn, x, y, clean_logits, seeds[r], skip)
             score = self._score(logits_fn(candidate), y, clean_logits)
             better = score > best_score
@@ -190,12 +191,15 @@ class PGD(Attack):
             best_score = tf.where(better, score, best_score)
         return best
 
+    def _success(self, logits, y):
+        """Per example: misclassified (untargeted) or classified as the target (targeted)."""
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        return tf.equal(predicted, y) if self.targeted else tf.not_equal(predicted, y)
+
     def _score(self, logits, y, clean_logits):
         """Success first (a large bonus), then the attack objective."""
-        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        success = tf.equal(predicted, y) if self.targeted else tf.not_equal(predicted, y)
         objective = self._objective(logits, y, clean_logits)
-        return tf.where(success, 1e6 + objective, objective)
+        return tf.where(self._success(logits, y), _SUCCESS_BONUS + objective, objective)
 
     def get_config(self):
         config = super().get_config()
