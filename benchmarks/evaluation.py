@@ -2,6 +2,7 @@
 
     python -m benchmarks.evaluation floors --model M.keras [--report R.json] [--examples 32]
     python -m benchmarks.evaluation old-new --model M.keras --old-commit C [--limit 500]
+        [--new-args '--precision mixed_bfloat16']
 
 `floors`: each attack of the standard ensemble on the same examples, against
 its floor: the passes its algorithm needs per example, times the model's
@@ -28,8 +29,10 @@ first traces).
 `old-new`: the whole standard report (`tfrobust evaluate MODEL --limit N`) by
 the code of `--old-commit` (a git worktree made for it) and by this checkout,
 as two processes started together, one thread each, so that the machine's load
-hits both alike. Reported: each one's wall time and the report's own timings,
-and old / new.
+hits both alike; `--new-args` adds options to the new run only. Reported: each
+one's wall time and the report's own timings, robust and clean accuracy, the
+breaks per attack, the sweep curves, how many examples only one of the two
+left robust, and old / new.
 
 Writes `benchmarks/results/evaluation.<mode>.json`.
 """
@@ -203,6 +206,8 @@ def old_new(args):
         command = [sys.executable, "-m", "tfrobust", "evaluate", os.path.abspath(args.model),
                    "--data", os.path.abspath(args.data), "--limit", str(args.limit),
                    "--report", report, "--quiet"]
+        if name == "new":
+            command += args.new_args.split()
         log = open(os.path.join(out, f"{name}.log"), "w")
         runs[name] = (subprocess.Popen(command, cwd=path, env=dict(env, PYTHONPATH=path),
                                        stdout=log, stderr=subprocess.STDOUT),
@@ -227,9 +232,14 @@ def old_new(args):
                          "clean_accuracy": saved["clean_accuracy"],
                          "attacks": [{k: a[k] for k in ("name", "attacked", "broken", "seconds")}
                                      for a in saved["attacks"]],
-                         "checks": {c["name"]: c["passed"] for c in saved["checks"]}}
+                         "checks": {c["name"]: c["passed"] for c in saved["checks"]},
+                         "sweep": saved["sweep"]["curves"],
+                         "robust": [b == "robust" for b in saved["broken_by"]]}
         print(f"{name}: {results[name]['wall_seconds']:.0f} s wall, timings "
               f"{saved['timings']}", flush=True)
+    old_robust, new_robust = (np.array(results[n].pop("robust")) for n in ("old", "new"))
+    results["robust_only_in_old"] = int(np.sum(old_robust & ~new_robust))
+    results["robust_only_in_new"] = int(np.sum(new_robust & ~old_robust))
     results["old_over_new"] = results["old"]["wall_seconds"] / results["new"]["wall_seconds"]
     results["old_over_new_evaluation"] = (results["old"]["timings"]["total"]
                                           / results["new"]["timings"]["total"])
@@ -255,6 +265,9 @@ def main(argv=None):
     parser.add_argument("--old-commit", help="old-new: the commit to compare with")
     parser.add_argument("--old-path", help="old-new: an existing checkout of the old code")
     parser.add_argument("--limit", type=int, default=500, help="old-new: test images")
+    parser.add_argument("--new-args", default="",
+                        help="old-new: options added to the new run's command, e.g. "
+                             "'--precision mixed_bfloat16'")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     if args.mode == "old-new" and not (args.old_commit or args.old_path):

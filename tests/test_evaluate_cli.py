@@ -211,3 +211,17 @@ def test_two_shards_in_two_processes_give_the_unsharded_report(saved_model, tmp_
         assert main(["evaluate", str(saved_model), "--report", str(tmp_path / "bad"),
                      "--shard", bad, "--quiet"]) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_precision_is_recorded_in_the_report_and_card(saved_model, tmp_path):
+    out = tmp_path / "report"
+    assert main(["evaluate", str(saved_model), "--report", str(out), "--limit", "20",
+                 "--attacks", "apgd-ce", "--sweep-attacks", "pgd", "--epsilons", "0.1",
+                 "--checks", "none", "--precision", "mixed_bfloat16", "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    card = json.loads((out / "model_card.json").read_text())
+    assert report["precision"] == "mixed_bfloat16"
+    assert card["precision"] == "mixed_bfloat16" and card["autoattack_acc"] is None
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(saved_model), "--report", str(tmp_path / "r"),
+              "--precision", "float16"])

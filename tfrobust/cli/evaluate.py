@@ -8,6 +8,7 @@ import shutil
 import sys
 
 from tfrobust.cli import arguments
+from tfrobust.cli import catalog
 
 EXIT_CHECKS_FAILED = 3
 EXIT_INTERRUPTED = 130
@@ -61,6 +62,11 @@ def add_parser(subparsers):
                              "write no report; shards may run at once (processes, or machines "
                              "sharing DIR); the same command without --shard then reuses their "
                              "units and writes the report")
+    parser.add_argument("--precision", choices=catalog.current()["precisions"],
+                        default="float32",
+                        help="what the attacks compute in (default float32); mixed_bfloat16: a "
+                             "bfloat16 copy of the model, about 2x faster on CPUs with AMX and "
+                             "slower on others; every break is still judged by the model itself")
     parser.add_argument("--strict", action="store_true",
                         help=f"exit with status {EXIT_CHECKS_FAILED} if any check fails")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -167,7 +173,7 @@ def run(args):
                 sweep_attacks=args.sweep_attacks, epsilons=epsilons, checks=checks,
                 split=args.split, limit=args.limit, batch_size=args.batch_size,
                 seed=args.seed, tolerance=args.tolerance, cache_dir=cache_dir,
-                shard=args.shard, verbose=not args.quiet,
+                shard=args.shard, precision=args.precision, verbose=not args.quiet,
             )
             paths = report.save(args.report) if report is not None else []
     except KeyboardInterrupt:

@@ -49,6 +49,7 @@ def model_card(report, training_config=None):
         "autoattack_acc": (f"{100 * report.robust_accuracy:.2f}"
                            if is_standard_autoattack(report) else None),
         "attacks": [attack["name"] for attack in report.attacks],
+        "precision": report.precision,
         "unreliable": not report.passed,
         "footnote": None,
     }
@@ -67,7 +68,10 @@ def model_card(report, training_config=None):
         "robust_acc": "report.json robust_accuracy: the per-example worst case of `attacks`",
         "autoattack_acc": ("robust_acc: the ensemble was standard AutoAttack"
                            if card["autoattack_acc"] else
-                           "null: the ensemble was not standard AutoAttack (see attacks)"),
+                           "null: the ensemble was not standard AutoAttack in float32 (see "
+                           "attacks and precision)"),
+        "precision": ("report.json precision: what the attacks computed in (tfrobust's; "
+                      "breaks are always judged by the model itself)"),
         "unreliable": "true when a tfrobust check failed (report.json checks)",
     }
     return {**card, "sources": sources}
@@ -88,9 +92,12 @@ def report_card(report):
 
 
 def is_standard_autoattack(report):
-    """Whether the ensemble was `AutoAttack(epsilon, norm)`'s standard members, in order."""
+    """Whether the ensemble was `AutoAttack(epsilon, norm)`'s standard members, in order,
+    computing in float32."""
     from tfrobust import attacks
 
+    if getattr(report, "precision", "float32") != "float32":
+        return False
     threat = report.threat_model
     try:
         standard = attacks.AutoAttack(epsilon=threat["epsilon"], norm=threat["norm"],

@@ -36,6 +36,8 @@ class EvaluationReport:
         timings: wall-clock seconds per stage.
         units: `computed` and `reused` (from the cache of an interrupted run).
         provenance: package versions, commit and platform.
+        precision: what the attacks computed in: `"float32"`, or `"mixed_bfloat16"`
+            (a bfloat16 copy of the model; every break judged by the model itself).
     """
 
     model: dict
@@ -51,6 +53,7 @@ class EvaluationReport:
     timings: dict
     units: dict
     provenance: dict
+    precision: str = "float32"
 
     @property
     def passed(self):
@@ -154,6 +157,9 @@ class EvaluationReport:
             f"  robust accuracy  {100 * self.robust_accuracy:6.2f}%  (worst case over "
             f"{len(self.attacks)} attack{'s' if len(self.attacks) != 1 else ''})",
         ]
+        if self.precision != "float32":
+            lines.append(f"  the attacks computed in {self.precision}; every break was judged "
+                         "by the model itself")
         lines.extend(self.sample_notes())
         for attack in self.attacks:
             lines.append(f"    after {attack['name']:<14} "

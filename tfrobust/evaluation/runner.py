@@ -1,5 +1,6 @@
 """The evaluation's work: attack units over batches of the correctly classified points."""
 
+import collections
 import time
 
 import numpy as np
@@ -10,6 +11,10 @@ from tfrobust.evaluation.inputs import label
 from tfrobust.evaluation.store import digest
 
 _VIOLATIONS = ("outside_ball", "outside_range", "not_finite")
+
+# The logits of one scale: `search` (what the attacks compute with), `judge` (what
+# decides whether an example fools the model) and compiled predictions of each.
+_Logits = collections.namedtuple("_Logits", "search judge predict_search predict")
 
 
 class Runner:
@@ -23,7 +28,8 @@ class Runner:
     not finite (`validity`, per attack); those never count as fooling the model.
 
     Args:
-        logits_fn: the function from images to the logits attacks see.
+        logits_fn: the function from images to the logits attacks see; whether an
+            adversarial example fools the model is always decided by it.
         x, y: the examples and their labels.
         batch_size: examples per unit.
         cache: a `UnitStore`.
@@ -33,13 +39,16 @@ class Runner:
             (every stage's units of a batch are one shard's, so an ensemble member
             finds what the earlier ones left); the others return placeholders
             (nothing fooled), fit only for filling the cache. None: every unit.
+        search_fn: the logits the attacks compute with, if not `logits_fn` (the
+            model in bfloat16, `evaluation.precision`): the attacks search with
+            it, and each adversarial example they return is judged by `logits_fn`.
     """
 
     def __init__(self, logits_fn, x, y, batch_size, cache, context, norm, clip_min, clip_max,
-                 shard=None):
+                 shard=None, search_fn=None):
         self.shard = shard
         self.logits_fn = logits_fn
-        self._predict = tf.function(logits_fn, reduce_retracing=True)
+        self.search_fn = search_fn or logits_fn
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.cache = cache
@@ -48,12 +57,12 @@ class Runner:
         self.progress = None  # a `progress.Progress`, or None
         self.stage = ""  # prefixes the progress key of the units run: "sweep", "check"
         self._attacks = {}
-        self._predictors = {}
+        self._functions = {}  # scale -> `_logits_at(scale)`
         self.validity = {}
 
     def logits(self, x, predict=None):
         """The logits of `x`, batch by batch, as a float32 array."""
-        predict = predict or self._predict
+        predict = predict or self._logits_at(None).predict
         out = [predict(tf.constant(x[i:i + self.batch_size])).numpy()
                for i in range(0, len(x), self.batch_size)]
         return np.concatenate(out).astype(np.float32)
@@ -98,16 +107,29 @@ class Runner:
             self._attacks[key] = attack.stopping_when_fooled()
         return self._attacks[key]
 
-    def unit(self, attack, indices, unit_seed, logits_fn=None, tag=""):
+    def _logits_at(self, scale):
+        """The `_Logits` times `scale` (None: as they are); built once per scale, so
+        nothing traces twice."""
+        if scale not in self._functions:
+            search, judge = self.search_fn, self.logits_fn
+            if scale is not None:
+                search, judge = scaled(search, scale), scaled(judge, scale)
+            predict = tf.function(judge, reduce_retracing=True)
+            predict_search = (predict if self.search_fn is self.logits_fn
+                              else tf.function(search, reduce_retracing=True))
+            self._functions[scale] = _Logits(search, judge, predict_search, predict)
+        return self._functions[scale]
+
+    def unit(self, attack, indices, unit_seed, scale=None):
         """Attack examples `indices`; returns `fooled`, per example, and validity counts.
 
         Args:
             attack: the `Attack`.
             indices: the examples (int array).
             unit_seed: the unit's seed, with the attack's own: `[attack.seed, unit_seed]`.
-            logits_fn: the logits to attack, if not the model's (`tag` names them).
-            tag: what distinguishes `logits_fn` in keys and names, e.g. `"logits x 10"`.
+            scale: attack the logits times `scale` (the logit-scale check), or None.
         """
+        tag = scale_tag(scale)
         if not self.owns(int(unit_seed)):  # another shard's: computed there
             nothing = np.zeros(len(indices), bool)
             return {"fooled": nothing, "seconds": np.float64(0.0),
@@ -119,13 +141,13 @@ class Runner:
         if computed:
             started = time.perf_counter()
             attack = self._attack(attack, tag)
-            fn = logits_fn or self.logits_fn
+            logits = self._logits_at(scale)
             x, y = self.x[indices], self.y[indices]
-            x_adv = attack(fn, x, y, seed=tf.constant([attack.seed, int(unit_seed)], tf.int32))
-            x_adv = np.asarray(x_adv, np.float32)
-            if tag not in self._predictors:
-                self._predictors[tag] = tf.function(fn, reduce_retracing=True)
-            fooled = np.argmax(self.logits(x_adv, self._predictors[tag]), -1) != y
+            seed = tf.constant([attack.seed, int(unit_seed)], tf.int32)
+            x_adv = np.array(attack(logits.search, x, y, seed=seed), np.float32)
+            fooled = np.argmax(self.logits(x_adv, logits.predict), -1) != y
+            if self.search_fn is not self.logits_fn:
+                x_adv, fooled = self._settle(attack, logits, x, y, x_adv, fooled, seed)
             result = self._violations(x, x_adv, attack.epsilon)
             valid = ~(result["outside_ball"] | result["outside_range"] | result["not_finite"])
             result.update(fooled=fooled & valid,
@@ -140,6 +162,19 @@ class Runner:
             self.progress.advance(self.progress_key(attack, tag), len(indices),
                                   float(result["seconds"]) if computed else None)
         return result
+
+    def _settle(self, attack, logits, x, y, x_adv, fooled, seed):
+        """Attack again, with the judging logits, the examples the search believes it
+        broke but that do not fool the model (a lower-precision search stops at the
+        first step across its own decision boundary, which can be a hair short of
+        the model's); returns the updated `x_adv` and `fooled`."""
+        seen = np.argmax(self.logits(x_adv, logits.predict_search), -1) != y
+        disputed = np.flatnonzero(seen & ~fooled)
+        if len(disputed):
+            again = np.array(attack(logits.judge, x[disputed], y[disputed], seed=seed), np.float32)
+            x_adv[disputed] = again
+            fooled[disputed] = np.argmax(self.logits(again, logits.predict), -1) != y[disputed]
+        return x_adv, fooled
 
     def _violations(self, x, x_adv, epsilon):
         """Per example: outside the epsilon-ball, outside the pixel range, not finite."""
@@ -157,9 +192,10 @@ class Runner:
         return {"outside_ball": ~(distance <= epsilon + slack), "outside_range": ~inside_range,
                 "not_finite": ~finite}
 
-    def standalone(self, attack, logits_fn=None, tag=""):
-        """`attack` on every correctly classified example: `fooled` per such example."""
-        fooled = [self.unit(attack, chunk, b, logits_fn, tag)["fooled"]
+    def standalone(self, attack, scale=None):
+        """`attack` on every correctly classified example (on the logits times `scale`,
+        if given): `fooled` per such example."""
+        fooled = [self.unit(attack, chunk, b, scale)["fooled"]
                   for b, chunk in enumerate(self.chunks)]
         return np.concatenate(fooled) if fooled else np.zeros((0,), bool)
 
@@ -187,6 +223,19 @@ class Runner:
             for member in members:
                 self.progress.finish(self.progress_key(member))
         return counts
+
+
+def scale_tag(scale):
+    """How units on the logits times `scale` are tagged (None: the logits as they are)."""
+    return "" if scale is None else f"logits x {scale:.6g}"
+
+
+def scaled(logits_fn, scale):
+    """`logits_fn` times `scale`."""
+    def logits_times_scale(images):
+        return scale * logits_fn(images)
+
+    return logits_times_scale
 
 
 def passes(attack):

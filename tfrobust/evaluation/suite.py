@@ -90,11 +90,7 @@ class CheckContext:
         key = self.key(attack, scale)
         if key not in self._ran:
             self.used[label(attack)] = attacks_lib.serialize(attack)
-            if scale is None:
-                fooled = self.runner.standalone(attack)
-            else:
-                fooled = self.runner.standalone(attack, logits_fn=_scaled(self.logits_fn, scale),
-                                                tag=scale_tag(scale))
+            fooled = self.runner.standalone(attack, scale)
             self._ran[key] = (attack, scale, fooled)
         return self._ran[key][2]
 
@@ -163,11 +159,6 @@ def planned_attacks(checks, context):
     return list(planned.values())
 
 
-def scale_tag(scale):
-    """How units on the logits times `scale` are tagged (None: the logits as they are)."""
-    return "" if scale is None else f"logits x {scale:.6g}"
-
-
 def run_checks(checks, context):
     """Measure every check in `checks`, then judge each; returns the `Check`s in order."""
     measured = [check.measure(context) for check in checks]
@@ -188,13 +179,6 @@ def white_box_members(members):
 
 def _skipped(name, why):
     return checks_lib.Check(name, None, f"skipped: {why}", "")
-
-
-def _scaled(logits_fn, scale):
-    def scaled(images):
-        return scale * logits_fn(images)
-
-    return scaled
 
 
 # -- the sweep -----------------------------------------------------------------------------
