@@ -203,6 +203,9 @@ CLI_ROWS = [
     ("negative-validation-limit", ["--val-limit", "-1"], "val_limit=-1"),
     ("zero-evaluation-limit", ["--eval-limit", "0"], "eval_limit=0"),
     ("zero-training-limit", ["--limit", "0"], "limit=0"),
+    ("one-class", ["--num-classes", "1"], "num_classes=1"),
+    ("class-count-against-the-data's", ["--num-classes", "12"],
+     "num_classes=10, as data='mnist-sample' declares. Received: num_classes=12"),
 ]
 
 
@@ -216,6 +219,99 @@ def test_tfrobust_train_refuses_bad_options_and_writes_nothing(tmp_path, capsys,
     print(f"ROW {row} | {err}")
     assert says in err and "Expected" in err
     assert not out.exists()
+
+
+def test_the_class_count_is_never_guessed_from_a_one_example_training_set(
+        digits, tmp_path, capsys):
+    """One training digit (a 7) in an .npz without a num_classes entry: the class count
+    was 8 (largest label + 1) before; now it is asked for, and once given the run says
+    that the training set covers one class of ten."""
+    x, y = digits
+    one = tmp_path / "one.npz"
+    np.savez(one, x_train=(x[:1] * 255).astype(np.uint8), y_train=np.array([7]),
+             x_test=(x[:8] * 255).astype(np.uint8), y_test=y[:8])
+    options = ["--data", str(one), "--epochs", "1", "--num-steps", "1", "--eval-num-steps", "1",
+               "--val-limit", "8", "--eval-limit", "8"]
+    assert main(["train", *options, "--output", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err.strip()
+    print(f"ROW one-example-npz-without-num-classes | {err}")
+    assert "pass num_classes (tfrobust train --num-classes N)" in err
+    assert f"its labels, all splits, run from 0 to {max(y[:8])}" in err
+    assert not (tmp_path / "a").exists()
+    assert main(["train", *options, "--num-classes", "10", "--output", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "(28, 28, 1), 10 classes)" in out
+    assert "the training split has examples of only 1 of the 10 classes" in out
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["data_info"]["num_classes"] == 10 and config["data_info"]["classes_in_train"] == 1
+
+
+EVALUATE_ROWS = [
+    ("evaluate-zero-batch-size", ["--batch-size", "0"], "batch_size=0"),
+    ("evaluate-zero-limit", ["--limit", "0"], "limit=0"),
+    ("evaluate-tolerance-above-one", ["--tolerance", "2"], "tolerance=2.0"),
+    ("evaluate-negative-seed", ["--seed", "-1"], "seed=-1"),
+    ("evaluate-unknown-check", ["--checks", "nonsense"], "checks='nonsense'"),
+    ("evaluate-unknown-sweep-attack", ["--sweep-attacks", "nonsense"], "attack='nonsense'"),
+    ("evaluate-negative-epsilon", ["--epsilon", "-1"], "epsilon=-1.0"),
+    ("evaluate-unknown-split", ["--split", "val"], "split='val'"),
+    ("evaluate-missing-data-file", ["--data", "missing.npz"], "missing.npz"),
+    ("evaluate-shard-beyond-its-count", ["--shard", "3/2"], "shard='3/2'"),
+    ("evaluate-shard-not-k-of-n", ["--shard", "half"], "shard='half'"),
+    ("evaluate-no-data-and-no-config-json", ["--data", ""], "Expected --data"),
+]
+
+
+@pytest.mark.parametrize("row,flags,says", EVALUATE_ROWS, ids=[r[0] for r in EVALUATE_ROWS])
+def test_tfrobust_evaluate_refuses_bad_options_and_writes_nothing(saved, tmp_path, capsys,
+                                                                  row, flags, says):
+    options = {"--data": "mnist-sample", "--epsilon": "0.1", "--limit": "8", "--quiet": None}
+    for flag, value in zip(flags[::2], flags[1::2]):
+        options[flag] = value
+    argv = [part for flag, value in options.items() if value != ""
+            for part in ((flag,) if value is None else (flag, value))]
+    out = tmp_path / "report"
+    assert main(["evaluate", str(saved), "--report", str(out), *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    print(f"ROW {row} | {err}")
+    assert says in err and "Expected" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command,flag,value", [
+    ("train", "--norm", "l3"), ("train", "--precision", "float16"),
+    ("evaluate", "--precision", "float16"), ("train", "--distribute", "gpu"),
+])
+def test_a_value_outside_an_options_choices_is_named(saved, tmp_path, capsys, command, flag,
+                                                     value):
+    argv = [command, "--output" if command == "train" else "--report", str(tmp_path / "out"),
+            flag, value] + ([str(saved)] if command == "evaluate" else [])
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    print(f"ROW {command}{flag}-{value} | {err}")
+    assert caught.value.code == 2 and f"argument {flag}: invalid choice: '{value}'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_evaluation_leaves_no_empty_cache_in_an_existing_directory(
+        saved, tmp_path, capsys):
+    """The report directory existed (with the user's file): a run that fails after the
+    cache was made removes the empty cache and keeps the directory and the file."""
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    x, y = data.load_arrays("mnist-sample", "test", limit=8)
+    bad = tmp_path / "labels.npz"  # label 12 for a 10-class model: refused after the clean pass
+    np.savez(bad, x_train=(x * 255).astype(np.uint8), y_train=y,
+             x_test=(x * 255).astype(np.uint8), y_test=np.where(np.arange(8) == 3, 12, y))
+    assert main(["evaluate", str(saved), "--report", str(out), "--data", str(bad),
+                 "--epsilon", "0.1", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    print(f"ROW evaluate-failing-into-an-existing-directory | {err}")
+    assert "Expected class labels in [0, 9]" in err
+    assert sorted(os.listdir(out)) == [".lock", "notes.txt"] or sorted(os.listdir(out)) == [
+        "notes.txt"]
 
 
 def test_unknown_method_in_a_config_file(tmp_path, capsys):

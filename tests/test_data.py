@@ -81,7 +81,7 @@ def test_build_script_reproduces_the_bundled_sample(tmp_path):
 def test_sample_info_and_arrays():
     assert data.DATASETS == ("mnist-sample", "mnist", "fashion_mnist", "cifar10",
                              "svhn_cropped")
-    assert data.info("mnist-sample") == DatasetInfo("mnist-sample", (28, 28, 1), 10, "bundled")
+    assert data.info("mnist-sample") == DatasetInfo("mnist-sample", (28, 28, 1), 10, "bundled", 10)
     x, y = data.load_arrays("mnist-sample")
     assert x.shape == (10000, 28, 28, 1) and x.dtype == np.float32
     assert y.shape == (10000,) and y.dtype == np.int32
@@ -200,7 +200,10 @@ def test_npz_round_trip_uint8_grayscale(tmp_path):
     x_test = rng.integers(0, 256, (6, 8, 8), dtype=np.uint8)
     path = _write_npz(tmp_path / "gray.npz", x_train, np.arange(20) % 3, x_test,
                       np.array([0, 1, 2, 3, 4, 6]))
-    assert data.info(path) == DatasetInfo(str(path), (8, 8, 1), 7, "npz")
+    with pytest.raises(ValueError, match="number of classes of data=.*never guessed"):
+        data.info(path)
+    # Train labels 0-2 only: 3 of the 7 classes have training examples.
+    assert data.info(path, num_classes=7) == DatasetInfo(str(path), (8, 8, 1), 7, "npz", 3)
     x, y = data.load_arrays(path, "test")
     np.testing.assert_array_equal(x, x_test[..., None].astype(np.float32) / 255)
     assert y.tolist() == [0, 1, 2, 3, 4, 6] and y.dtype == np.int32
@@ -209,13 +212,43 @@ def test_npz_round_trip_uint8_grayscale(tmp_path):
     assert y_ds.tolist() == (np.arange(20) % 3).tolist()
 
 
+def test_the_class_count_comes_from_metadata_or_is_given(tmp_path):
+    x = np.zeros((4, 3, 3), np.uint8)
+    path = tmp_path / "declared.npz"
+    np.savez(path, x_train=x, y_train=np.array([0, 1, 1, 0]), x_test=x[:2],
+             y_test=np.array([1, 0]), num_classes=np.array(10))
+    assert data.info(path) == DatasetInfo(str(path), (3, 3, 1), 10, "npz", 2)
+    assert data.info(path, num_classes=10).num_classes == 10
+    with pytest.raises(ValueError, match="num_classes=10, as data=.* declares. Received: "
+                                         "num_classes=12"):
+        data.info(path, num_classes=12)
+    with pytest.raises(ValueError, match="num_classes=10, as data='mnist-sample' declares"):
+        data.info("mnist-sample", num_classes=12)
+    with pytest.raises(ValueError, match="num_classes=1"):
+        data.info(path, num_classes=1)
+    np.savez(path, x_train=x, y_train=np.zeros(4, int), x_test=x, y_test=np.zeros(4, int),
+             num_classes=np.array([2.5]))
+    with pytest.raises(ValueError, match="num_classes entry of data=.* one integer >= 2. "
+                                         r"Received: \[2.5\]"):
+        data.info(path)
+
+
+def test_an_object_array_names_the_file_and_key(tmp_path):
+    path = tmp_path / "objects.npz"
+    x = np.zeros((2, 3, 3), np.uint8)
+    np.savez(path, x_train=x, y_train=np.array([{"label": 0}, {"label": 1}], dtype=object),
+             x_test=x, y_test=np.zeros(2, int))
+    with pytest.raises(ValueError, match="numeric arrays in data=.*objects.npz.*key 'y_train'"):
+        data.info(path, num_classes=2)
+
+
 def test_npz_round_trip_float_rgb(tmp_path):
     rng = np.random.default_rng(2)
     x_train = rng.random((10, 4, 4, 3), dtype=np.float32)
     x_test = rng.random((4, 4, 4, 3), dtype=np.float32)
     path = _write_npz(tmp_path / "float.npz", x_train, np.zeros(10, np.int64), x_test,
                       np.ones(4, np.int64))
-    assert data.info(path).num_classes == 2
+    assert data.info(path, num_classes=2).num_classes == 2
     x, _ = data.load_arrays(path)
     np.testing.assert_array_equal(x, x_train)
     x_ds, _ = _collect(data.load(path, "test", batch_size=3))
@@ -258,8 +291,8 @@ def test_cifar10_tfrecord_test_split():
     x, y = data.load_arrays(str(directory / "test.tfrecord"), limit=64)
     np.testing.assert_array_equal(x_ds, x)
     np.testing.assert_array_equal(y_ds, y)
-    assert data.info(directory / "test.tfrecord") == DatasetInfo(
-        str(directory / "test.tfrecord"), (32, 32, 3), 10, "tfrecord")
+    assert data.info(directory / "test.tfrecord", num_classes=10) == DatasetInfo(
+        str(directory / "test.tfrecord"), (32, 32, 3), 10, "tfrecord", 10)
 
 
 def test_cifar10_tfrecord_train_split_is_augmented():
@@ -290,7 +323,13 @@ def test_tfrecord_directory_png_grayscale(tmp_path):
     images = rng.integers(0, 256, (9, 6, 5, 1), dtype=np.uint8)
     _write_tfrecord(tmp_path / "train.tfrecord", images, [0, 1, 2, 3, 0, 1, 2, 3, 0])
     _write_tfrecord(tmp_path / "test.tfrecord", images[:2], [5, 1])
-    assert data.info(tmp_path) == DatasetInfo(str(tmp_path), (6, 5, 1), 6, "tfrecord")
+    with pytest.raises(ValueError, match="tfrecord data that does not say .*from 0 to 5"):
+        data.info(tmp_path)
+    with pytest.raises(ValueError, match="labels below num_classes=5.*up to 5"):
+        data.info(tmp_path, num_classes=5)
+    # The training file has labels 0-3: 4 of the 6 classes.
+    assert data.info(tmp_path, num_classes=6) == DatasetInfo(str(tmp_path), (6, 5, 1), 6,
+                                                             "tfrecord", 4)
     x, y = data.load_arrays(tmp_path, "train")
     np.testing.assert_array_equal(x, images.astype(np.float32) / 255)
     assert y.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0]

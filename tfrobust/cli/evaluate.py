@@ -102,15 +102,15 @@ def _epsilons(text):
                          f"Received: --epsilons {text!r}") from None
 
 
-def _remove_if_empty(report_dir):
-    """Undo the directories a failed run made: the report's, if it holds nothing but the lock
-    and an empty cache."""
+def _remove_if_empty(report_dir, remove_dir=True):
+    """Undo the directories a failed run made: an empty cache, and the report's directory
+    (if `remove_dir`: this run made it) when it holds nothing but the lock."""
     from tfrobust.utils.locks import LOCK_FILE
 
     cache_dir = os.path.join(report_dir, "cache")
     if os.path.isdir(cache_dir) and not os.listdir(cache_dir):
         os.rmdir(cache_dir)
-    if set(os.listdir(report_dir)) <= {LOCK_FILE}:
+    if remove_dir and set(os.listdir(report_dir)) <= {LOCK_FILE}:
         shutil.rmtree(report_dir)
 
 
@@ -183,8 +183,7 @@ def run(args):
     except DirectoryLockedError:
         raise  # the directory is the other run's: leave it as it is
     except Exception:
-        if created:
-            _remove_if_empty(args.report)
+        _remove_if_empty(args.report, remove_dir=created)
         raise
     if report is None:
         print(f"tfrobust evaluate: shard {args.shard} done; {cache_dir} holds "

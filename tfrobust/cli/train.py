@@ -12,6 +12,7 @@ from tfrobust.cli import arguments, catalog
 RUN_DEFAULTS = {
     "data": "mnist-sample",
     "image_size": None,         # [height, width] of an image folder's images (None: its first)
+    "num_classes": None,        # for data that does not say (TFRecord, .npz without the entry)
     "epochs": 5,
     "batch_size": 128,
     "limit": None,              # training examples (None: all)
@@ -50,6 +51,9 @@ def add_parser(subparsers):
     parser.add_argument("--image-size", type=arguments.image_size,
                         help="HxW to resize an image folder's images to (default: the size of "
                              "its first image)")
+    parser.add_argument("--num-classes", type=int,
+                        help="number of classes, for data that does not say (TFRecord files, "
+                             ".npz files without a num_classes entry); never guessed from labels")
     offer = catalog.current()
     parser.add_argument("--model", help=f"backbone (default {offer['defaults']['model']})")
     _add_method_arguments(parser, offer)
@@ -157,6 +161,8 @@ def _check_run_options(options):
     for key in ("limit", "val_limit", "eval_limit"):  # named here, not as data's `limit`
         if options[key] is not None:
             validation.check_number(key, options[key], minimum=1, integer=True)
+    if options["num_classes"] is not None:
+        validation.check_number("num_classes", options["num_classes"], minimum=2, integer=True)
     if options["image_size"] is not None:
         size = options["image_size"]
         if not (isinstance(size, (list, tuple)) and len(size) == 2):
@@ -198,7 +204,7 @@ def run(args):
     resume.check_options(backup_dir, options)
     state = backup.read_state(backup_dir)
     size = options["image_size"]
-    info = data.info(options["data"], image_size=size)
+    info = data.info(options["data"], image_size=size, num_classes=options["num_classes"])
     train_ds = data.load(options["data"], split="train", batch_size=options["batch_size"],
                          limit=options["limit"], seed=options["seed"], image_size=size)
     val_ds = data.load(options["data"], split="test", batch_size=256, limit=options["val_limit"],
@@ -231,6 +237,10 @@ def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dir,
     print(f"tfrobust train: {options['method']} of {options['model']} on {info.name} "
           f"({info.image_shape}, {info.num_classes} classes), {options['norm']} epsilon "
           f"{options['epsilon']:g}, PGD-{options['num_steps']} -> {options['output']}{resumed}")
+    if info.classes_in_train is not None and info.classes_in_train < info.num_classes:
+        print(f"tfrobust train: note: the training split has examples of only "
+              f"{info.classes_in_train} of the {info.num_classes} classes; the model cannot "
+              "learn the others")
     started = time.time()
     # The backup outlives a failure of anything after fit (evaluation, saving).
     backup = BackupAndRestore(backup_dir, save_freq=options["backup_every"],

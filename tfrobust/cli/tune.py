@@ -7,9 +7,9 @@ import shutil
 from tfrobust.cli import train
 
 # Options that mean what they mean for `tfrobust train`, with its defaults.
-_SHARED = ("data", "model", "norm", "epsilon", "num_steps", "step_size", "eval_num_steps",
-           "attack_bn", "adr_layer", "precision", "epochs", "batch_size", "limit", "val_limit",
-           "depth", "width", "seed", "jit_compile")
+_SHARED = ("data", "num_classes", "model", "norm", "epsilon", "num_steps", "step_size",
+           "eval_num_steps", "attack_bn", "adr_layer", "precision", "epochs", "batch_size",
+           "limit", "val_limit", "depth", "width", "seed", "jit_compile")
 _TUNE_DEFAULTS = {
     "tuner": "random",              # random | hyperband | bayesian
     "max_trials": 10,               # trials in all (a cap for hyperband)
@@ -147,7 +147,7 @@ def run(args):
     from tfrobust import data, tuning
 
     role = tuning.search.distributed_role()
-    info = data.info(options["data"])
+    info = data.info(options["data"], num_classes=options["num_classes"])
     hypermodel = build_hypermodel(options, info)
     tuning.check_objective(options["objective"], hypermodel)  # before anything is written
     resuming = _prepare_output(options) if role != "worker" else False

@@ -6,6 +6,8 @@ axis) and int32 labels of shape (batch,). Attacks clip to [0, 1], so the
 images are never normalized here; normalization belongs in the model.
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -25,40 +27,79 @@ _CROP_PADDING = 4
 _ARRAYS_BATCH = 1024
 
 
-def info(data, *, data_dir=None, image_size=None):
+def info(data, *, data_dir=None, image_size=None, num_classes=None):
     """Describe a dataset without building a pipeline.
 
-    For tfds names this reads the builder's feature spec (no data needed).
-    For TFRecord sources the image shape comes from the first record and
-    `num_classes` is the largest label + 1 over all files of `data` (one
-    label-only pass, cached per path in this process). For `.npz` files it is
-    the largest label + 1 over both splits.
+    The number of classes comes from the data's metadata: the tfds builder's
+    feature spec, an image folder's class folders, the bundled sample (MNIST:
+    10), or an `.npz` file's `num_classes` entry; else from `num_classes`. It is
+    never guessed from the labels seen (a training set missing a class would
+    give a wrong head): a TFRecord source, or an `.npz` file without the entry,
+    needs `num_classes`. Where the labels are counted (`.npz`, TFRecord, the
+    bundled sample), every label must be below it, and `classes_in_train` says
+    how many classes the training split has examples of.
 
     Args:
         data: A name from `DATASETS`, or a path to a Keras-layout `.npz`
-            file, a `.tfrecord` file, or a directory of `<split>.tfrecord`
-            files.
+            file, a `.tfrecord` file, a directory of `<split>.tfrecord`
+            files, or an image folder.
         data_dir: tensorflow-datasets data directory (tfds names only).
+        image_size: `(height, width)` an image folder's images are resized to.
+        num_classes: The number of classes, for data that does not say; for
+            data that does, it must agree.
 
     Returns:
-        A `DatasetInfo` with `name`, `image_shape`, `num_classes`, `source`.
+        A `DatasetInfo` with `name`, `image_shape`, `num_classes`, `source`,
+        `classes_in_train`.
 
     Example:
 
     >>> tfrobust.data.info("mnist-sample")
-    DatasetInfo(name='mnist-sample', image_shape=(28, 28, 1), num_classes=10, source='bundled')
+    DatasetInfo(name='mnist-sample', image_shape=(28, 28, 1), num_classes=10, source='bundled', \
+classes_in_train=10)
     """
+    if num_classes is not None:
+        num_classes = check_number("num_classes", num_classes, minimum=2, integer=True)
     source = sources.resolve(data)
-    if source.kind == "folder":
-        return sources.folder_info(source, image_size)
-    if source.kind == "tfds":
-        return sources.tfds_info(source, data_dir)
+    if source.kind in ("folder", "tfds"):
+        described = (sources.folder_info(source, image_size) if source.kind == "folder"
+                     else sources.tfds_info(source, data_dir))
+        _check_agrees(described, num_classes)
+        return described
     if source.kind == "tfrecord":
-        return sources.tfrecord_info(source)
-    arrays, num_classes = sources.read_arrays(source)
-    shape = tuple(int(d) for d in arrays["x_train"].shape[1:])
-    kind = "bundled" if source.kind == "bundled" else "npz"
-    return DatasetInfo(source.name, shape, num_classes, kind)
+        described = sources.tfrecord_info(source)
+        counts = sources.tfrecord_label_counts(source)
+        train_counts = (sources.tfrecord_label_counts(source, "train")
+                        if source.path.is_dir() else counts)
+    else:
+        arrays, declared = sources.read_arrays(source)
+        shape = tuple(int(d) for d in arrays["x_train"].shape[1:])
+        described = DatasetInfo(source.name, shape, declared,
+                                "bundled" if source.kind == "bundled" else "npz")
+        counts = np.bincount(np.concatenate([arrays["y_train"], arrays["y_test"]]))
+        train_counts = np.bincount(arrays["y_train"])
+    _check_agrees(described, num_classes)
+    resolved = described.num_classes or num_classes
+    if resolved is None:
+        raise ValueError(
+            f"Expected the number of classes of data={source.name!r}: pass num_classes "
+            f"(tfrobust train --num-classes N)"
+            + (" or add a num_classes entry to the .npz file" if source.kind == "npz" else "")
+            + f". Received: {source.kind} data that does not say (its labels, all splits, "
+            f"run from 0 to {len(counts) - 1}); the class count is never guessed from the "
+            "labels seen")
+    if len(counts) > resolved:
+        raise ValueError(f"Expected labels below num_classes={resolved}. Received: "
+                         f"data={source.name!r} with labels up to {len(counts) - 1}")
+    return dataclasses.replace(described, num_classes=resolved,
+                               classes_in_train=int(np.count_nonzero(train_counts)))
+
+
+def _check_agrees(described, num_classes):
+    """Refuse a `num_classes` that contradicts what the data declares."""
+    if None not in (num_classes, described.num_classes) and num_classes != described.num_classes:
+        raise ValueError(f"Expected num_classes={described.num_classes}, as data="
+                         f"{described.name!r} declares. Received: num_classes={num_classes}")
 
 
 def load(data, split="train", *, batch_size=128, shuffle=None, augment=None, limit=None,

@@ -21,6 +21,7 @@ from tfrobust.utils.validation import check_choice, check_images, check_labels
 
 BUNDLED_NAME = "mnist-sample"
 BUNDLED_FILE = "mnist_sample.npz"
+BUNDLED_CLASSES = 10  # the sample's metadata: it is MNIST (MNIST_SAMPLE.md)
 # The splits each tfds dataset offers; checked here so that a typo in `split`
 # is a ValueError and not mistaken for missing data.
 TFDS_SPLITS = {
@@ -63,8 +64,12 @@ class DatasetInfo:
     Attributes:
         name: The dataset name, or the path as given for file sources.
         image_shape: `(height, width, channels)` of one image.
-        num_classes: Number of classes (labels are `0 .. num_classes - 1`).
+        num_classes: Number of classes (labels are `0 .. num_classes - 1`), from
+            the data's metadata or given (`info(..., num_classes=)`); never guessed
+            from the labels.
         source: One of `"bundled"`, `"tfds"`, `"npz"`, `"tfrecord"`, `"folder"`.
+        classes_in_train: How many of the classes the training split has examples
+            of, where counted (`.npz` and TFRecord files, the bundled sample); else None.
 
     Example:
 
@@ -77,6 +82,7 @@ class DatasetInfo:
     image_shape: tuple
     num_classes: int
     source: str
+    classes_in_train: int = None
 
 
 def known_names():
@@ -183,12 +189,34 @@ def _check_npz_arrays(raw):
             f"x_train with shape {arrays['x_train'].shape} and x_test with shape "
             f"{arrays['x_test'].shape}"
         )
-    labels = [np.asarray(raw[f"y_{split}"]) for split in ARRAY_SPLITS]
-    num_classes = 1 + max((int(np.max(y)) for y in labels if y.size), default=0)
+    num_classes = raw.get("num_classes")
     for split in ARRAY_SPLITS:
         arrays[f"y_{split}"] = check_labels(raw[f"y_{split}"], num_classes, f"y_{split}",
                                             num_examples=len(arrays[f"x_{split}"]))
     return arrays, num_classes
+
+
+def _declared_classes(npz, name):
+    """The `num_classes` entry of an .npz file (a whole number >= 2), or None."""
+    if "num_classes" not in npz.files:
+        return None
+    value = _npz_array(npz, "num_classes", name)
+    if value.shape not in ((), (1,)) or not np.issubdtype(value.dtype, np.integer) \
+            or int(value.reshape(())) < 2:
+        raise ValueError(f"Expected the num_classes entry of data={name!r} to be one integer "
+                         f">= 2. Received: {value.tolist()!r} of dtype {value.dtype}")
+    return int(value.reshape(()))
+
+
+def _npz_array(npz, key, name):
+    """`npz[key]`, or a ValueError naming the file and key (object arrays need pickle,
+    which is never allowed: loading one could run code)."""
+    try:
+        return npz[key]
+    except ValueError as error:
+        raise ValueError(f"Expected numeric arrays in data={name!r}. Received: key {key!r}, "
+                         f"which NumPy cannot load without pickle ({error}); save images "
+                         "and labels as uint8/float and integer arrays") from None
 
 
 def _arrays_from_npz(file, name):
@@ -199,7 +227,8 @@ def _arrays_from_npz(file, name):
                 f"Expected a Keras-layout .npz file with keys {list(NPZ_KEYS)}. "
                 f"Received: data={name!r} with keys {sorted(npz.files)}"
             )
-        raw = {key: npz[key] for key in NPZ_KEYS}
+        raw = {key: _npz_array(npz, key, name) for key in NPZ_KEYS}
+        raw["num_classes"] = _declared_classes(npz, name)
     try:
         arrays, num_classes = _check_npz_arrays(raw)
     except ValueError as error:
@@ -214,7 +243,8 @@ def _arrays_from_npz(file, name):
 def _bundled_arrays():
     resource = importlib.resources.files(__package__).joinpath(BUNDLED_FILE)
     with resource.open("rb") as file:
-        return _arrays_from_npz(file, BUNDLED_NAME)
+        arrays, _ = _arrays_from_npz(file, BUNDLED_NAME)
+    return arrays, BUNDLED_CLASSES
 
 
 @functools.lru_cache(maxsize=2)
@@ -226,7 +256,8 @@ def read_arrays(source):
     """Return `(arrays, num_classes)` for a bundled or npz source.
 
     `arrays` maps `x_train y_train x_test y_test` to read-only NumPy arrays:
-    images (N, H, W, C) uint8 or float32 in [0, 1], labels int32.
+    images (N, H, W, C) uint8 or float32 in [0, 1], labels int32. `num_classes`
+    is what the data declares (the file's `num_classes` entry), or None.
     """
     if source.kind == "bundled":
         return _bundled_arrays()
@@ -304,25 +335,39 @@ def _tfrecord_info_cached(key, name):
     files = [pathlib.Path(entry[0]) for entry in key]
     source = Source("tfrecord", name, files[0])
     shape = _first_image_shape(source, files)
-    labels = (tf.data.TFRecordDataset([str(f) for f in files])
+    return DatasetInfo(name, shape, None, "tfrecord")
+
+
+@functools.lru_cache(maxsize=32)
+def _tfrecord_label_counts_cached(key, name):
+    files = [str(entry[0]) for entry in key]
+    labels = (tf.data.TFRecordDataset(files)
               .batch(4096)
               .map(lambda r: tf.io.parse_example(r, {"label": _FEATURES["label"]})["label"],
                    num_parallel_calls=tf.data.AUTOTUNE))
+    counts = np.zeros(0, np.int64)
     try:
-        low, high = labels.reduce(
-            (tf.constant(0, tf.int64), tf.constant(-1, tf.int64)),
-            lambda acc, y: (tf.minimum(acc[0], tf.reduce_min(y)),
-                            tf.maximum(acc[1], tf.reduce_max(y))))
+        for batch in labels.as_numpy_iterator():
+            if batch.size and batch.min() < 0:
+                raise ValueError(f"Expected class labels >= 0. Received: data={name!r} "
+                                 f"with a label {int(batch.min())}")
+            more = np.bincount(batch)
+            counts = np.pad(counts, (0, max(0, len(more) - len(counts))))
+            counts[:len(more)] += more
     except tf.errors.OpError as error:
-        raise _schema_error(source, error) from error
-    if int(low) < 0:
-        raise ValueError(f"Expected class labels >= 0. Received: data={name!r} "
-                         f"with labels in [{int(low)}, {int(high)}]")
-    return DatasetInfo(name, shape, int(high) + 1, "tfrecord")
+        raise _schema_error(Source("tfrecord", name, files[0]), error) from error
+    return counts
+
+
+def tfrecord_label_counts(source, split=None):
+    """Examples per label over the TFRecord files of `source` (of `split`, if given):
+    one label-only pass, cached per file in this process."""
+    files = tfrecord_files(source, split)
+    return _tfrecord_label_counts_cached(_file_key(files), source.name)
 
 
 def tfrecord_info(source):
-    """`DatasetInfo` from the first record and one label-only pass over all files."""
+    """`DatasetInfo` from the first record; `num_classes` None (TFRecords do not say)."""
     return _tfrecord_info_cached(_file_key(tfrecord_files(source)), source.name)
 
 

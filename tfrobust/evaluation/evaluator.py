@@ -122,7 +122,7 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     tolerance = validation.check_number("tolerance", tolerance, minimum=0.0, maximum=1.0)
     seed = validation.check_number("seed", seed, minimum=0, integer=True)
     shard = inputs.check_shard(shard, cache_dir)
-    precision_lib.check_precision(precision)
+    precision = precision_lib.check_precision(precision)
     enabled = inputs.check_names(checks, suite.names())
     enabled = [suite.get(name) for name in suite.names() if name in enabled]
     common = {"epsilon": epsilon, "norm": norm, "seed": seed, "clip_min": clip_min,

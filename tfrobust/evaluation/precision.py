@@ -14,15 +14,14 @@ break that is not there. On a CPU with AMX a pass of the copy cost about a third
 import keras
 import numpy as np
 
-from tfrobust.recipe import PRECISIONS
+from tfrobust.utils import validation
 
 
 def check_precision(precision):
-    """`precision` if it is one of `PRECISIONS`, else a ValueError naming it."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"Expected precision to be one of {PRECISIONS}. "
-                         f"Received: precision={precision!r}")
-    return precision
+    """`precision` if it is one of training's precisions, else a ValueError naming it."""
+    from tfrobust.recipe import PRECISIONS  # here: recipe's imports reach the evaluation
+
+    return validation.check_choice("precision", precision, PRECISIONS)
 
 
 def lower_precision_copy(model, policy="mixed_bfloat16"):
