@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -85,26 +87,80 @@ def test_two_workers_train_exactly_as_one_process_on_the_same_global_batches(tmp
         assert gap < 1e-5, (case, gap)
 
 
-def test_tfrobust_train_multi_worker_writes_the_artefacts_once(tmp_path):
+def start_workers(argv, logs, count=2):
+    """Start `argv` once per worker with its TF_CONFIG; returns the processes."""
+    ports = free_ports(count)
+    return [subprocess.Popen(argv, env=dict(os.environ, TF_CONFIG=tf_config(ports, index)),
+                             stdout=open(os.path.join(logs, f"killed-{index}.log"), "w"),
+                             stderr=subprocess.STDOUT)
+            for index in range(count)]
+
+
+def test_tfrobust_train_multi_worker_killed_mid_epoch_resumes_and_writes_once(tmp_path):
+    """Two workers back up every batch; both are SIGKILLed in the middle of epoch 2, and
+    the same command on both resumes from the chief's backup, finishes, and the chief
+    writes the artefacts once."""
+    from tfrobust import backup as backup_lib
+
     out = tmp_path / "run"
-    run_workers([sys.executable, "-m", "tfrobust.cli.main", "train", "--distribute",
-                 "multi-worker", "--limit", "256", "--epochs", "2", "--batch-size", "64",
-                 "--num-steps", "2", "--eval-num-steps", "2", "--val-limit", "64",
-                 "--eval-limit", "64", "--output", str(out)], str(tmp_path))
+    argv = [sys.executable, "-m", "tfrobust.cli.main", "train", "--distribute",
+            "multi-worker", "--limit", "256", "--epochs", "3", "--batch-size", "64",
+            "--num-steps", "2", "--eval-num-steps", "2", "--val-limit", "64",
+            "--eval-limit", "64", "--backup-every", "1", "--output", str(out)]
+    processes = start_workers(argv, str(tmp_path))
+    state, deadline = None, time.time() + TIMEOUT
+    try:
+        while time.time() < deadline and all(p.poll() is None for p in processes):
+            state = backup_lib.read_state(str(out / "backup"))
+            if state is not None and state["epoch"] >= 1 and state["batches_done"] >= 1:
+                break
+            time.sleep(0.02)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+    assert [p.returncode for p in processes] == [-signal.SIGKILL] * 2, (
+        tmp_path / "killed-0.log").read_text()[-3000:]
+    assert state["epoch"] == 1 and 1 <= state["batches_done"] < 4
+    assert not (out / "model.keras").exists()
+
+    run_workers(argv, str(tmp_path))
     # Worker 0, the chief, wrote the artefacts; the backups of both are gone.
     assert sorted(os.listdir(out)) == ["config.json", "history.json", "model.keras"]
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["distribute"] == "multi-worker"
     history = json.loads((out / "history.json").read_text())
-    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert history["resumed_after_epoch"] == 1
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3]
     # The test split (64 images) was shared by the workers; the saved model
     # reproduces the accuracy they reported together.
     model = keras.saving.load_model(out / "model.keras")
     x, y = data.load_arrays("mnist-sample", "test", limit=64)
     accuracy = float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
     assert accuracy == pytest.approx(history["test"]["accuracy"], abs=1e-6)
+    # Each batch of epochs 2 and 3 ran once after the resume, on both workers together.
+    assert int(model.optimizer.iterations.numpy()) == 3 * 4 + state["batches_done"]
     logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
-    assert all("Test accuracy: clean" in log for log in logs)
+    assert all("resuming after epoch 1" in log and "Test accuracy: clean" in log
+               for log in logs)
+
+
+def test_every_worker_restores_the_chiefs_backup_when_it_sees_one(tmp_path):
+    """A kill can fall between the chief's backup and a worker's: resuming each from its
+    own would start them at different steps, so a worker restores the chief's."""
+    from tfrobust.backup import STATE_FILE
+    from tfrobust.cli import resume
+
+    chief, worker = distribution.ClusterTask("worker", 0, 2, True), distribution.ClusterTask(
+        "worker", 1, 2, False)
+    out = str(tmp_path)
+    assert resume.restore_dir(out, worker) == os.path.join(out, "backup-worker-1")
+    os.makedirs(os.path.join(out, "backup"))
+    with open(os.path.join(out, "backup", STATE_FILE), "w") as handle:
+        json.dump({"epoch": 1, "weights": "w.h5", "history": []}, handle)
+    assert resume.restore_dir(out, worker) == os.path.join(out, "backup")
+    assert resume.restore_dir(out, chief) == resume.backup_dir(out, chief) == os.path.join(
+        out, "backup")
 
 
 @pytest.mark.parametrize("environ,task", [

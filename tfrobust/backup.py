@@ -111,6 +111,11 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         save_freq: `"epoch"`, or back up every `save_freq` batches.
         delete_checkpoint: delete the backup when `fit` ends (whether it
             finished or was stopped by a callback; not when it raised).
+        restore_dir: where to restore from, if not `backup_dir`: under a
+            multi-worker strategy every worker restores the chief's backup, so
+            that a kill between two workers' backups cannot resume them from
+            different steps (`tfrobust train` does this where the workers share
+            the output directory).
 
     Example:
 
@@ -118,19 +123,20 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     >>> model.fit(train, epochs=10, callbacks=[backup])  # doctest: +SKIP
     """
 
-    def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True):
+    def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True, restore_dir=None):
         if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int)
                                      or save_freq < 1):
             raise ValueError("Expected save_freq to be 'epoch' or a number of batches >= 1. "
                              f"Received: save_freq={save_freq!r}")
         super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=delete_checkpoint)
         self.history = []
+        self.restore_dir = restore_dir or backup_dir
         self._saves = 0
         self._batches_done = 0
 
     def on_train_begin(self, logs=None):
         self.history = []
-        state = read_state(self.backup_dir)
+        state = read_state(self.restore_dir)
         if state is None:
             return
         if not self.model.built:
@@ -138,19 +144,19 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                              f"{self.model.name} is not built; call it on a batch first.")
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        path = os.path.join(self.backup_dir, state["weights"])
+        path = os.path.join(self.restore_dir, state["weights"])
         try:
             self.model.load_weights(path)
         except (OSError, ValueError) as error:
             raise ValueError(
                 f"Expected the backup {path!r} to hold this model's weights. Received: "
                 f"{type(error).__name__}: {str(error).splitlines()[0]} Delete "
-                f"{self.backup_dir!r} to start over.") from error
+                f"{self.restore_dir!r} to start over.") from error
         for variable, value in zip(seed_states(self.model), state.get("seed_generators", [])):
             variable.assign(np.asarray(value, dtype=variable.dtype))
         carried = state.get("objective_state")
         if carried:
-            with np.load(os.path.join(self.backup_dir, carried)) as arrays:
+            with np.load(os.path.join(self.restore_dir, carried)) as arrays:
                 values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
             for variable, value in zip(objective_states(self.model), values):
                 if tuple(variable.shape) == value.shape:

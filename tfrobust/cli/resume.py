@@ -11,6 +11,7 @@ import os
 from tfrobust.utils.files import write_atomic
 
 OPTIONS_FILE = "options.json"
+CHIEF_BACKUP = "backup"
 # Options a resumed run may change: where it writes, and how long it trains.
 MAY_CHANGE = ("output", "overwrite", "epochs", "backup_every")
 
@@ -18,8 +19,20 @@ MAY_CHANGE = ("output", "overwrite", "epochs", "backup_every")
 def backup_dir(output, task):
     """Where this process backs up: `OUTPUT/backup` for the chief, a directory per other worker."""
     if task.is_chief:
-        return os.path.join(output, "backup")
+        return os.path.join(output, CHIEF_BACKUP)
     return os.path.join(output, f"backup-{task.type}-{task.index}")
+
+
+def restore_dir(output, task):
+    """Where this process resumes from: the chief's backup for every worker that can see it
+    (so all resume from the same step, even when a kill fell between two workers' backups),
+    else its own (workers without a shared output directory)."""
+    from tfrobust.backup import read_state
+
+    chief = os.path.join(output, CHIEF_BACKUP)
+    if not task.is_chief and read_state(chief) is not None:
+        return chief
+    return backup_dir(output, task)
 
 
 def parse_backup_every(value):

@@ -201,8 +201,9 @@ def run(args):
     from tfrobust.cli import resume
 
     backup_dir = resume.backup_dir(options["output"], task)
-    resume.check_options(backup_dir, options)
-    state = backup.read_state(backup_dir)
+    restore_dir = resume.restore_dir(options["output"], task)
+    resume.check_options(restore_dir, options)
+    state = backup.read_state(restore_dir)
     size = options["image_size"]
     info = data.info(options["data"], image_size=size, num_classes=options["num_classes"])
     train_ds = data.load(options["data"], split="train", batch_size=options["batch_size"],
@@ -220,13 +221,15 @@ def run(args):
     keras.utils.set_random_seed(options["seed"])
     previous_policy = keras.mixed_precision.global_policy()
     try:
-        return _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dir,
-                      state)
+        return _train(options, info, train_ds, val_ds, test_ds, strategy, task,
+                      (backup_dir, restore_dir), state)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dir, state):
+def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dirs, state):
+    """Build, fit, evaluate and save; `backup_dirs`: where this process backs up, and where it
+    restores from (`resume.restore_dir`)."""
     from tfrobust import recipe
     from tfrobust.backup import BackupAndRestore, read_state
     from tfrobust.cli import resume
@@ -243,8 +246,9 @@ def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dir,
               "learn the others")
     started = time.time()
     # The backup outlives a failure of anything after fit (evaluation, saving).
+    backup_dir, restore_dir = backup_dirs
     backup = BackupAndRestore(backup_dir, save_freq=options["backup_every"],
-                              delete_checkpoint=False)
+                              delete_checkpoint=False, restore_dir=restore_dir)
     # The objective's own callbacks (FastAT's guard) first: the backup keeps what they restore.
     callbacks = [*model.objective.callbacks(), backup]
     created = [d for d in (options["output"], backup_dir) if not os.path.isdir(d)]
