@@ -40,10 +40,12 @@ def parse_backup_every(value):
     if value is None or value == "epoch":
         return "epoch"
     try:
+        if isinstance(value, bool):
+            raise ValueError
         steps = int(value)
         if steps != float(value) or steps < 1:
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("Expected backup_every to be 'epoch' or a number of batches >= 1. "
                          f"Received: backup_every={value!r}") from None
     return steps

@@ -14,7 +14,7 @@ BACKBONES = {name: builder for name, (_, builder) in _MODULES.items()}
 
 def backbone_key(name):
     key = name.lower().replace("-", "_") if isinstance(name, str) else name
-    if key not in BACKBONES:
+    if not isinstance(key, str) or key not in BACKBONES:
         raise ValueError(f"Expected model to be one of {sorted(BACKBONES)}. "
                          f"Received: model={name!r}")
     return key

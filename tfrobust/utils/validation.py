@@ -6,6 +6,7 @@ sees the argument and the value at fault, not a stack trace from deep inside
 TensorFlow.
 """
 
+import collections.abc
 import numbers
 
 import numpy as np
@@ -23,12 +24,12 @@ def check_number(name, value, minimum=None, maximum=None, *, integer=False,
             f"Expected {name} to be a {'whole ' if integer else ''}number. "
             f"Received: {name}={value!r} of type {type(value).__name__}"
         )
-    if integer and int(value) != value:
-        raise ValueError(f"Expected {name} to be a whole number. Received: {name}={value!r}")
-    if integer and isinstance(value, numbers.Integral):
+    if isinstance(value, numbers.Integral):
         pass  # Python integers are exact at any size (np.isfinite refuses the huge ones)
     elif not np.isfinite(value):
         raise ValueError(f"Expected {name} to be finite. Received: {name}={value!r}")
+    if integer and int(value) != value:
+        raise ValueError(f"Expected {name} to be a whole number. Received: {name}={value!r}")
     if minimum is not None:
         if strict_minimum and value <= minimum:
             raise ValueError(f"Expected {name} > {minimum}. Received: {name}={value!r}")
@@ -42,7 +43,7 @@ def check_number(name, value, minimum=None, maximum=None, *, integer=False,
 def check_choice(name, value, choices):
     """Check that `value` is one of `choices` (case-insensitive for strings)."""
     key = value.lower() if isinstance(value, str) else value
-    if key not in choices:
+    if not isinstance(key, collections.abc.Hashable) or key not in choices:
         raise ValueError(
             f"Expected {name} to be one of {sorted(choices)}. Received: {name}={value!r}"
         )
