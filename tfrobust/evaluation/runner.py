@@ -147,7 +147,7 @@ class Runner:
             x_adv = np.array(attack(logits.search, x, y, seed=seed), np.float32)
             fooled = np.argmax(self.logits(x_adv, logits.predict), -1) != y
             if self.search_fn is not self.logits_fn:
-                x_adv, fooled = self._settle(attack, logits, x, y, x_adv, fooled, seed)
+                x_adv, fooled = self._settle(attack, tag, logits, x, y, x_adv, fooled, seed)
             result = self._violations(x, x_adv, attack.epsilon)
             valid = ~(result["outside_ball"] | result["outside_range"] | result["not_finite"])
             result.update(fooled=fooled & valid,
@@ -163,7 +163,7 @@ class Runner:
                                   float(result["seconds"]) if computed else None)
         return result
 
-    def _settle(self, attack, logits, x, y, x_adv, fooled, seed):
+    def _settle(self, attack, tag, logits, x, y, x_adv, fooled, seed):
         """Attack again, with the judging logits, the examples the search believes it
         broke but that do not fool the model (a lower-precision search stops at the
         first step across its own decision boundary, which can be a hair short of
@@ -171,7 +171,11 @@ class Runner:
         seen = np.argmax(self.logits(x_adv, logits.predict_search), -1) != y
         disputed = np.flatnonzero(seen & ~fooled)
         if len(disputed):
-            again = np.array(attack(logits.judge, x[disputed], y[disputed], seed=seed), np.float32)
+            # A copy of its own: an attack object keeps one compiled function, for the last
+            # logits it was called on, and alternating would retrace it at every unit.
+            judging = self._attack(attack, f"{tag} [judged]")
+            again = np.array(judging(logits.judge, x[disputed], y[disputed], seed=seed),
+                             np.float32)
             x_adv[disputed] = again
             fooled[disputed] = np.argmax(self.logits(again, logits.predict), -1) != y[disputed]
         return x_adv, fooled
