@@ -117,16 +117,15 @@ class PGD(Attack):
 
     def _loop(self, step, state, cond=None, shape_invariants=None):
         """`num_steps` of `step` on `state` (whose first entry counts them), written out
-        as straight-line graph up to `unroll_up_to` steps (faster than a loop on CPU),
-        else a `tf.while_loop`, which also stops early when `cond` is False."""
+        as straight-line graph up to `unroll_up_to` steps (faster than a loop on CPU in
+        training), else a `tf.while_loop`. With `cond` (stopping when fooled, in
+        evaluations) always a loop, which stops once `cond` is False: written out, each
+        step needs a `tf.cond`, and the graph of PGD-20 with 5 restarts took 31 s to
+        trace instead of about 2 (benchmarks/README.md)."""
         limit = default_unroll_steps() if self.unroll_up_to is None else self.unroll_up_to
-        if self.num_steps <= limit:
+        if self.num_steps <= limit and cond is None:
             for _ in range(self.num_steps):
-                if cond is None:
-                    state = step(*state)
-                else:  # a model may refuse an empty batch (oneDNN convolutions do)
-                    state = tf.cond(cond(*state[1:]), lambda state=state: step(*state),
-                                    lambda state=state: state)
+                state = step(*state)
             return state
 
         def go_on(i, *rest):
