@@ -121,7 +121,7 @@ class PGD(Attack):
         training), else a `tf.while_loop`. With `cond` (stopping when fooled, in
         evaluations) always a loop, which stops once `cond` is False: written out, each
         step needs a `tf.cond`, and the graph of PGD-20 with 5 restarts took 31 s to
-        trace instead of about 2 (benchmarks/README.md)."""
+        trace; now 2.6 s (a first call on 2 points)."""
         limit = default_unroll_steps() if self.unroll_up_to is None else self.unroll_up_to
         if self.num_steps <= limit and cond is None:
             for _ in range(self.num_steps):
