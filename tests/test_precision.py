@@ -67,3 +67,26 @@ def test_a_break_counts_only_if_it_fools_the_model():
     fooled = runner.standalone(attacks.PGD(epsilon=epsilon, num_steps=20, step_size=0.01,
                                            random_start=False))
     np.testing.assert_array_equal(fooled, breakable)
+
+
+def test_a_query_attack_always_asks_the_model_itself():
+    """Square's search compares small changes of the margin, which bfloat16 blurs: under a
+    lower-precision search it still queries the judging logits only (the search function
+    here fails if it is ever called) and breaks what it breaks without one."""
+    rng = np.random.default_rng(2)
+    judge = linear_classifier(rng.normal(size=(4, 2)), np.zeros(2))
+    x = rng.uniform(0.3, 0.7, size=(64, 2, 2, 1)).astype("float32")
+    y = np.argmax(judge(x).numpy(), -1).astype("int32")
+
+    def never(images):
+        raise AssertionError("the search logits were used")
+
+    square = attacks.Square(epsilon=0.2, num_queries=100)
+    fooled = {}
+    for name, search in (("float32", None), ("lower precision", never)):
+        runner = Runner(lambda images: judge(images), x, y, 64, UnitStore(None), [name],
+                        "linf", 0.0, 1.0, search_fn=search)
+        runner.set_correct(np.ones(64, bool))
+        fooled[name] = runner.standalone(square)
+    np.testing.assert_array_equal(fooled["lower precision"], fooled["float32"])
+    assert 0 < fooled["float32"].sum() < 64

@@ -64,9 +64,10 @@ def add_parser(subparsers):
                              "units and writes the report")
     parser.add_argument("--precision", choices=catalog.current()["precisions"],
                         default="float32",
-                        help="what the attacks compute in (default float32); mixed_bfloat16: a "
-                             "bfloat16 copy of the model, about 2x faster on CPUs with AMX and "
-                             "slower on others; every break is still judged by the model itself")
+                        help="what the gradient attacks compute in (default float32); "
+                             "mixed_bfloat16: a bfloat16 copy of the model, faster on CPUs with "
+                             "AMX and slower on others; Square and the judging of every break "
+                             "stay with the model itself")
     parser.add_argument("--strict", action="store_true",
                         help=f"exit with status {EXIT_CHECKS_FAILED} if any check fails")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

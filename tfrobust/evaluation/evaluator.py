@@ -94,12 +94,13 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
             model's passes on its slice, while the attacks' own arithmetic and
             random draws stay whole, so the results are one device's (tested on
             two logical CPUs). None: the strategy in scope, if any.
-        precision: `"float32"`, or `"mixed_bfloat16"`: the attacks compute with a
-            copy of the model in bfloat16, and every adversarial example they
-            return is judged by the model itself, so no break is counted that
-            does not fool it (`evaluation.precision`). About 2x faster on CPUs
-            with AMX, slower on others; the attacks may be weaker, and the model
-            card then gives no `autoattack_acc`.
+        precision: `"float32"`, or `"mixed_bfloat16"`: the gradient attacks
+            compute with a copy of the model in bfloat16 (Square queries the
+            model itself), and every adversarial example they return is judged
+            by the model, so no break is counted that does not fool it
+            (`evaluation.precision`). Faster on CPUs with AMX, slower on others;
+            the attacks may be weaker, and the model card then gives no
+            `autoattack_acc`.
         verbose: show the progress line: the attack running, examples done of planned,
             and the time left from each attack's measured pace (`evaluation.progress`).
 

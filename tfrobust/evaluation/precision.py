@@ -1,14 +1,18 @@
-"""Attacks that compute in bfloat16 while every break is judged by the model as it is.
+"""Gradient attacks that compute in bfloat16 while every break is judged by the model.
 
-`tfrobust.evaluate(..., precision="mixed_bfloat16")` gives the attacks a copy of
-the model whose layers compute in bfloat16 (variables stay float32, Keras'
-`mixed_bfloat16` policy): their gradients, queries and early exits use the copy.
+`tfrobust.evaluate(..., precision="mixed_bfloat16")` gives the gradient attacks
+a copy of the model whose layers compute in bfloat16 (variables stay float32,
+Keras' `mixed_bfloat16` policy): their gradients and early exits use the copy.
 Each adversarial example they return is then judged by the model in its own
 precision, so a point counts as broken only if it fools the real model: the
 option can make the attacks weaker (a search in 8-bit mantissas), never count a
-break that is not there. On a CPU with AMX a pass of the copy cost about a third
-(gradient) and a quarter (forward) of the float32 pass on `small_cnn`
-(benchmarks/README.md); on one without AMX bfloat16 is slower.
+break that is not there. Gradient-free attacks (Square) always query the model
+itself: their search compares small changes of the margin, which bfloat16
+logits blur (measured on the PGD-AT `small_cnn`: Square-5000 in bfloat16 broke
+none of two points in 4 seeds each, which it broke in 3 of 4 seeds each in
+float32). On a CPU with AMX a pass of the copy of `small_cnn` cost about a third
+(gradient) and a quarter (forward) of the float32 pass (benchmarks/README.md);
+on one without AMX bfloat16 is slower.
 """
 
 import keras
