@@ -3,6 +3,7 @@
     python -m benchmarks.evaluation floors --model M.keras [--report R.json] [--examples 32]
     python -m benchmarks.evaluation old-new --model M.keras --old-commit C [--limit 500]
         [--new-args '--precision mixed_bfloat16']
+    python -m benchmarks.evaluation precision --model M.keras [--indices 45,200,403] [--seeds 4]
 
 `floors`: each attack of the standard ensemble on the same examples, against
 its floor: the passes its algorithm needs per example, times the model's
@@ -33,6 +34,11 @@ hits both alike; `--new-args` adds options to the new run only. Reported: each
 one's wall time and the report's own timings, robust and clean accuracy, the
 breaks per attack, the sweep curves, how many examples only one of the two
 left robust, and old / new.
+
+`precision`: the pass times of the model and of its bfloat16 copy
+(`--precision mixed_bfloat16`), measured alternately in one process, and how
+many of `--seeds` runs of APGD-T and Square-5000 break each of the test images
+`--indices` in each precision, every break judged by the float32 model.
 
 Writes `benchmarks/results/evaluation.<mode>.json`.
 """
@@ -248,9 +254,48 @@ def old_new(args):
     return results
 
 
+# -- precision ------------------------------------------------------------------------------
+def precision(args):
+    """Pass times of the model and of its bfloat16 copy, side by side (alternating, twice),
+    and how often APGD-T and Square break the test images `--indices` in each precision
+    over `--seeds` seeds (every break judged by the float32 model)."""
+    import keras
+    import tensorflow as tf
+
+    from tfrobust import attacks, data
+    from tfrobust.evaluation import inputs
+    from tfrobust.evaluation import precision as precision_lib
+
+    model = keras.saving.load_model(args.model)
+    models = {"float32": model, "mixed_bfloat16": precision_lib.lower_precision_copy(model)}
+    logits = {name: inputs.evaluation_logits(m) for name, m in models.items()}
+    x, y = data.load_arrays(args.data, "test", limit=256)
+    times = {name: [] for name in models}
+    for _ in range(2):
+        for name in models:
+            times[name].append(pass_times(logits[name], x, y))
+    indices = [int(i) for i in args.indices.split(",")]
+    x, y = data.load_arrays(args.data, "test")
+    x, y = x[indices], y[indices]
+    breaks = {}
+    for name in models:
+        for attack in (attacks.APGDTargeted(epsilon=args.epsilon),
+                       attacks.Square(epsilon=args.epsilon, num_queries=5000)):
+            found = np.zeros(len(indices), int)
+            for seed in range(args.seeds):
+                x_adv = attack(logits[name], x, y, seed=tf.constant([0, seed]))
+                found += np.argmax(logits["float32"](x_adv), -1) != y
+            breaks[f"{name} {_label(attack)}"] = dict(zip(map(str, indices), found.tolist()))
+            print(name, _label(attack), breaks[f"{name} {_label(attack)}"], flush=True)
+    return {"pass_times_ms_per_example": {
+                name: [{k: 1e3 * v for k, v in t.items()} for t in runs]
+                for name, runs in times.items()},
+            "seeds": args.seeds, "breaks_in_seeds": breaks}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("floors", "old-new"))
+    parser.add_argument("mode", choices=("floors", "old-new", "precision"))
     parser.add_argument("--model", required=True, help="a PGD-AT small_cnn .keras file")
     parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data",
                                                        "mnist.npz"))
@@ -268,12 +313,15 @@ def main(argv=None):
     parser.add_argument("--new-args", default="",
                         help="old-new: options added to the new run's command, e.g. "
                              "'--precision mixed_bfloat16'")
+    parser.add_argument("--indices", default="45,200,403",
+                        help="precision: test images to attack")
+    parser.add_argument("--seeds", type=int, default=4, help="precision: seeds per attack")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     if args.mode == "old-new" and not (args.old_commit or args.old_path):
         parser.error("old-new needs --old-commit or --old-path")
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    results = floors(args) if args.mode == "floors" else old_new(args)
+    results = {"floors": floors, "old-new": old_new, "precision": precision}[args.mode](args)
     write_json(args.output or os.path.join(ROOT, "benchmarks", "results",
                                            f"evaluation.{args.mode}.json"),
                {"command": " ".join(["python -m benchmarks.evaluation"] + (argv or sys.argv[1:])),

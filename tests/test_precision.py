@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tfrobust
-from tests.conftest import linear_classifier
+from conftest import linear_classifier
 from tfrobust import attacks
 from tfrobust.evaluation import precision
 from tfrobust.evaluation.runner import Runner
