@@ -4,6 +4,7 @@
     python -m benchmarks.evaluation old-new --model M.keras --old-commit C [--limit 500]
         [--new-args '--precision mixed_bfloat16']
     python -m benchmarks.evaluation precision --model M.keras [--indices 45,200,403] [--seeds 4]
+    python -m benchmarks.evaluation first-calls --model M.keras
 
 `floors`: each attack of the standard ensemble on the same examples, against
 its floor: the passes its algorithm needs per example, times the model's
@@ -39,6 +40,9 @@ left robust, and old / new.
 (`--precision mixed_bfloat16`), measured alternately in one process, and how
 many of `--seeds` runs of APGD-T and Square-5000 break each of the test images
 `--indices` in each precision, every break judged by the float32 model.
+
+`first-calls`: the first call (tracing included) and a second call of APGD-CE,
+APGD-T, FAB-T, PGD-20 and PGD-20x5, stopping when fooled, on 2 test images.
 
 Writes `benchmarks/results/evaluation.<mode>.json`.
 """
@@ -293,9 +297,38 @@ def precision(args):
             "seeds": args.seeds, "breaks_in_seeds": breaks}
 
 
+# -- first calls ----------------------------------------------------------------------------
+def first_calls(args):
+    """Seconds of the first call (tracing included) and of a second call of each attack the
+    standard report runs often, as an evaluation runs them (stopping when fooled), on the
+    first 2 test images."""
+    import keras
+    import tensorflow as tf
+
+    from tfrobust import attacks, data
+    from tfrobust.evaluation import inputs
+
+    logits_fn = inputs.evaluation_logits(keras.saving.load_model(args.model))
+    x, y = data.load_arrays(args.data, "test", limit=2)
+    epsilon = args.epsilon
+    results = {}
+    for attack in (attacks.APGDCE(epsilon=epsilon), attacks.APGDTargeted(epsilon=epsilon),
+                   attacks.FAB(epsilon=epsilon), attacks.PGD(epsilon=epsilon, num_steps=20),
+                   attacks.PGD(epsilon=epsilon, num_steps=20, num_restarts=5)):
+        attack = attack.stopping_when_fooled()
+        seconds = []
+        for call in range(2):
+            start = time.perf_counter()
+            attack(logits_fn, x, y, seed=tf.constant([0, call]))
+            seconds.append(time.perf_counter() - start)
+        results[_label(attack)] = {"first": seconds[0], "second": seconds[1]}
+        print(_label(attack), results[_label(attack)], flush=True)
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("floors", "old-new", "precision"))
+    parser.add_argument("mode", choices=("floors", "old-new", "precision", "first-calls"))
     parser.add_argument("--model", required=True, help="a PGD-AT small_cnn .keras file")
     parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data",
                                                        "mnist.npz"))
@@ -321,7 +354,8 @@ def main(argv=None):
     if args.mode == "old-new" and not (args.old_commit or args.old_path):
         parser.error("old-new needs --old-commit or --old-path")
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    results = {"floors": floors, "old-new": old_new, "precision": precision}[args.mode](args)
+    results = {"floors": floors, "old-new": old_new, "precision": precision,
+               "first-calls": first_calls}[args.mode](args)
     write_json(args.output or os.path.join(ROOT, "benchmarks", "results",
                                            f"evaluation.{args.mode}.json"),
                {"command": " ".join(["python -m benchmarks.evaluation"] + (argv or sys.argv[1:])),

@@ -310,8 +310,7 @@ def test_a_failed_evaluation_leaves_no_empty_cache_in_an_existing_directory(
     err = capsys.readouterr().err.strip()
     print(f"ROW evaluate-failing-into-an-existing-directory | {err}")
     assert "Expected class labels in [0, 9]" in err
-    assert sorted(os.listdir(out)) == [".lock", "notes.txt"] or sorted(os.listdir(out)) == [
-        "notes.txt"]
+    assert set(os.listdir(out)) - {".lock"} == {"notes.txt"}  # the lock file may stay
 
 
 def test_unknown_method_in_a_config_file(tmp_path, capsys):

@@ -87,7 +87,8 @@ class APGDTargeted(APGD):
             return best[0]
 
         # The other runs in a loop, not written out: the graph holds one run, not 9
-        # (a first call on 2 points took 13.7 s, now 4.0 s, the same result bit for bit).
+        # (a first call on 2 points: 22.9 s, now 7.5 s, the same result bit for bit;
+        # `python -m benchmarks.evaluation first-calls`).
         def next_run(i, *best):
             run = self._run_once(logits_fn, x, y, tf.gather(seeds, i),
                                  target=tf.gather(targets, i // self.num_restarts, axis=1),

@@ -120,8 +120,8 @@ class PGD(Attack):
         as straight-line graph up to `unroll_up_to` steps (faster than a loop on CPU in
         training), else a `tf.while_loop`. With `cond` (stopping when fooled, in
         evaluations) always a loop, which stops once `cond` is False: written out, each
-        step needs a `tf.cond`, and the graph of PGD-20 with 5 restarts took 31 s to
-        trace; now 2.6 s (a first call on 2 points)."""
+        step needs a `tf.cond`, and a first call of PGD-20 with 5 restarts took 54.9 s;
+        now 3.9 s (`python -m benchmarks.evaluation first-calls`)."""
         limit = default_unroll_steps() if self.unroll_up_to is None else self.unroll_up_to
         if self.num_steps <= limit and cond is None:
             for _ in range(self.num_steps):

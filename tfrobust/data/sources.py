@@ -340,6 +340,8 @@ def _tfrecord_info_cached(key, name):
 
 @functools.lru_cache(maxsize=32)
 def _tfrecord_label_counts_cached(key, name):
+    """Examples per label in the one file of `key` (cached: a directory's splits are
+    counted once each, whether asked for alone or together)."""
     files = [str(entry[0]) for entry in key]
     labels = (tf.data.TFRecordDataset(files)
               .batch(4096)
@@ -351,9 +353,7 @@ def _tfrecord_label_counts_cached(key, name):
             if batch.size and batch.min() < 0:
                 raise ValueError(f"Expected class labels >= 0. Received: data={name!r} "
                                  f"with a label {int(batch.min())}")
-            more = np.bincount(batch)
-            counts = np.pad(counts, (0, max(0, len(more) - len(counts))))
-            counts[:len(more)] += more
+            counts = _add_counts(counts, np.bincount(batch))
     except tf.errors.OpError as error:
         raise _schema_error(Source("tfrecord", name, files[0]), error) from error
     return counts
@@ -362,8 +362,19 @@ def _tfrecord_label_counts_cached(key, name):
 def tfrecord_label_counts(source, split=None):
     """Examples per label over the TFRecord files of `source` (of `split`, if given):
     one label-only pass, cached per file in this process."""
-    files = tfrecord_files(source, split)
-    return _tfrecord_label_counts_cached(_file_key(files), source.name)
+    counts = np.zeros(0, np.int64)
+    for file in tfrecord_files(source, split):
+        counts = _add_counts(counts, _tfrecord_label_counts_cached(_file_key([file]),
+                                                                   source.name))
+    return counts
+
+
+def _add_counts(counts, more):
+    """The sum of two per-label count vectors of any lengths."""
+    total = np.zeros(max(len(counts), len(more)), np.int64)
+    total[:len(counts)] += counts
+    total[:len(more)] += more
+    return total
 
 
 def tfrecord_info(source):
