@@ -66,7 +66,7 @@ def add_parser(subparsers):
                         default="float32",
                         help="what the gradient attacks compute in (default float32); "
                              "mixed_bfloat16: a bfloat16 copy of the model, faster on CPUs with "
-                             "AMX and slower on others; Square and the judging of every break "
+                             "AMX, maybe slower without; Square and the judging of every break "
                              "stay with the model itself")
     parser.add_argument("--strict", action="store_true",
                         help=f"exit with status {EXIT_CHECKS_FAILED} if any check fails")

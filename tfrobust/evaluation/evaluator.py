@@ -98,7 +98,7 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
             compute with a copy of the model in bfloat16 (Square queries the
             model itself), and every adversarial example they return is judged
             by the model, so no break is counted that does not fool it
-            (`evaluation.precision`). Faster on CPUs with AMX, slower on others;
+            (`evaluation.precision`). Faster on CPUs with AMX, maybe slower without;
             the attacks may be weaker, and the model card then gives no
             `autoattack_acc`.
         verbose: show the progress line: the attack running, examples done of planned,

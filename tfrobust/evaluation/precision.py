@@ -10,9 +10,10 @@ break that is not there. Gradient-free attacks (Square) always query the model
 itself: their search compares small changes of the margin, which bfloat16
 logits blur (measured on the PGD-AT `small_cnn`: Square-5000 in bfloat16 broke
 none of two points in 4 seeds each, which it broke in 3 of 4 seeds each in
-float32). On a CPU with AMX a pass of the copy of `small_cnn` cost about a third
-(gradient) and a quarter (forward) of the float32 pass (benchmarks/README.md);
-on one without AMX bfloat16 is slower.
+float32). On this project's CPU, with AMX, a pass of the copy of `small_cnn` cost
+about a quarter (gradient) and a fifth (forward) of the float32 pass
+(benchmarks/README.md); without AMX it may be slower (mixed bfloat16 training was,
+on an AMD EPYC without AMX).
 """
 
 import keras
