@@ -56,6 +56,22 @@ class Parser(argparse.ArgumentParser):
         self.error("; ".join([message] + hints))
 
 
+def model_file(text, argument="MODEL"):
+    """`(path, zoo entry or None)` of a MODEL argument: a `.keras` file or `pretrained:NAME`."""
+    from tfrobust.models import zoo
+
+    entry = None
+    if text.startswith(zoo.PREFIX):
+        entries = {item.name: item for item in zoo.pretrained()}
+        entry = entries.get(text[len(zoo.PREFIX):])
+        if entry is None:
+            raise ValueError(f"Expected {argument} {zoo.PREFIX}NAME with NAME one of "
+                             f"{sorted(entries)}. Received: {argument} {text!r}")
+        text = entry.model_file
+    check_model_file(text, argument)
+    return text, entry
+
+
 def check_model_file(path, argument="MODEL"):
     """Refuse a model path that is not a `.keras` file, saying what it is instead."""
     import os

@@ -26,10 +26,13 @@ def add_parser(subparsers):
             "K/N splits the work over processes or machines sharing DIR."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. from tfrobust train)")
+    parser.add_argument("model", metavar="MODEL",
+                        help="a .keras file (e.g. from tfrobust train), or pretrained:NAME, a "
+                             "model of the zoo shipped with tfrobust (" + _zoo_names() + ")")
     parser.add_argument("--data", help="dataset name, file or image folder (resized to the "
                                        "model's input; default: the one the model was "
-                                       "trained on, from the config.json beside MODEL)")
+                                       "trained on, from the config.json beside MODEL; for "
+                                       "pretrained:NAME, its offline test data)")
     parser.add_argument("--split", default="test", help="split to evaluate on (default test)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N examples")
     parser.add_argument("--norm", choices=("linf", "l2"),
@@ -78,6 +81,15 @@ def add_parser(subparsers):
 class _NoRetracingWarning(logging.Filter):
     def filter(self, record):
         return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _zoo_names():
+    """The zoo's names, read without importing Keras (the parser is built before TensorFlow
+    starts, quietly)."""
+    index = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "models", "zoo_data", "index.json")
+    with open(index) as handle:
+        return ", ".join(item["name"] for item in json.load(handle)["models"])
 
 
 def _default_data(model_path):
@@ -140,8 +152,8 @@ def run(args):
     from tfrobust.utils.locks import DirectoryLock, DirectoryLockedError
 
     epsilons = _epsilons(args.epsilons)
-    arguments.check_model_file(args.model)
-    data = args.data or _default_data(args.model)
+    model, zoo_entry = arguments.model_file(args.model)
+    data = args.data or (zoo_entry.data if zoo_entry else _default_data(model))
     if data is None:
         raise ValueError("Expected --data (no config.json beside the model names its dataset). "
                          "Received: --data not given")
@@ -170,7 +182,7 @@ def run(args):
     try:
         with lock:
             report = tfrobust.evaluate(
-                args.model, data, norm=args.norm, epsilon=args.epsilon, attacks=args.attacks,
+                model, data, norm=args.norm, epsilon=args.epsilon, attacks=args.attacks,
                 sweep_attacks=args.sweep_attacks, epsilons=epsilons, checks=checks,
                 split=args.split, limit=args.limit, batch_size=args.batch_size,
                 seed=args.seed, tolerance=args.tolerance, cache_dir=cache_dir,

@@ -17,7 +17,9 @@ def add_parser(subparsers):
             "(image_bytes: PNG or JPEG); outputs logits, probabilities, classes."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. from tfrobust train)")
+    parser.add_argument("model", metavar="MODEL",
+                        help="a .keras file (e.g. from tfrobust train), or pretrained:NAME, a "
+                             "model of the zoo shipped with tfrobust")
     parser.add_argument("outdir", metavar="OUTDIR", help="the model's base directory")
     parser.add_argument("--version", type=int, dest="model_version", metavar="N",
                         help="version number (default: one more than the highest in OUTDIR, "
@@ -38,9 +40,11 @@ def add_parser(subparsers):
 def run(args):
     from tfrobust.export import export_saved_model
 
-    arguments.check_model_file(args.model)
-    result = export_saved_model(args.model, args.outdir, version=args.model_version,
-                                overwrite=args.overwrite, allow_untrained=args.allow_untrained,
+    model, zoo_entry = arguments.model_file(args.model)
+    # A zoo model is shipped without its optimizer; it is trained all the same.
+    result = export_saved_model(model, args.outdir, version=args.model_version,
+                                overwrite=args.overwrite,
+                                allow_untrained=args.allow_untrained or zoo_entry is not None,
                                 max_image_pixels=args.max_image_pixels)
     print(f"tfrobust export: wrote {args.model} as version {result.version} to {result.path}")
     if "serving_bytes" in result.signatures:

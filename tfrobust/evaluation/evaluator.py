@@ -54,7 +54,8 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
 
     Args:
         model: a Keras model (a `RobustModel` or a classifier returning
-            logits), a callable from images to logits, or a `.keras` path.
+            logits), a callable from images to logits, a `.keras` path, or
+            `"pretrained:NAME"` (a model of `tfrobust.models.pretrained()`).
         data: `(x, y)` arrays, a `tf.data.Dataset` of `(images, labels)`
             (batched or not), or a dataset name/file for `tfrobust.data`.
         norm: `"linf"` or `"l2"`; None takes the model's evaluation attack's

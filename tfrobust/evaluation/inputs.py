@@ -18,14 +18,17 @@ def resolve_model(model):
     """The model to attack and its identity (name, class, parameters, a hash of its weights).
 
     Args:
-        model: a Keras model, a callable from images to logits, or a `.keras` path.
+        model: a Keras model, a callable from images to logits, a `.keras` path, or
+            `"pretrained:NAME"`, a model of the zoo (`tfrobust.models.pretrained`).
 
     Returns:
         `(model, identity)`; `identity["weights_sha256"]` is None for a plain callable.
     """
     identity = {}
     if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
+        from tfrobust.models.zoo import resolve_path
+
+        path = os.fspath(resolve_path(model)[0])
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Expected a saved model file. Received: model={path!r}")
         identity.update(file=os.path.abspath(path), file_sha256=file_digest(path))
