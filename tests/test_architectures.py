@@ -38,6 +38,29 @@ def _bn_channels(model):
     )
 
 
+def _preact_resnet18_parameters(w):
+    """Trainable parameters of PreAct ResNet-18 with `w` stem filters and a Dense(10) head,
+    counted by hand: convolutions, two per BatchNorm channel, the head."""
+    count, previous = 3 * 9 * w, w  # the stem
+    for stage in range(4):
+        f = w * 2 ** stage
+        count += 9 * previous * f + 9 * f * f + 2 * previous + 2 * f  # block 1
+        count += previous * f if previous != f else 0                 # its projection
+        count += 2 * (9 * f * f) + 2 * (2 * f)                        # block 2
+        previous = f
+    return count + 2 * 8 * w + 8 * w * 10 + 10  # final BN, head
+
+
+@pytest.mark.parametrize("base_width", [16, 32])
+def test_a_narrowed_preact_resnet18_has_the_hand_counted_parameters(base_width):
+    assert _preact_resnet18_parameters(64) == 11_172_170  # the count below, by hand
+    model = _with_linear_head(preact_resnet18(base_width=base_width))
+    assert _sizes(model.trainable_weights) == _preact_resnet18_parameters(base_width)
+    assert model.layers[-2].output.shape[-1] == 8 * base_width
+    with pytest.raises(ValueError, match=r"Expected base_width >= 1. Received: base_width=0"):
+        preact_resnet18(base_width=0)
+
+
 def test_preact_resnet18_parameter_count():
     model = _with_linear_head(preact_resnet18())
     trainable = _sizes(model.trainable_weights)

@@ -4,8 +4,9 @@ The options are those of `tfrobust train` (`config.json`'s `options`): the backb
 (`model`, `dropout`, `initialization`, `depth`, `width`), the framework (`method`, its
 hyperparameters such as `beta` or `replays`, and `adr` with `adr_weights` and `adr_layer`),
 the head (`head`, `scale`, `margin`), the threat model and attacks (`norm`, `epsilon`,
-`num_steps`, `step_size`, `eval_num_steps`, `attack_bn`), `precision`, `learning_rate`,
-`seed` and `jit_compile`. What depends on the framework comes from the objective's
+`num_steps`, `step_size`, `eval_num_steps`, `attack_bn`), `precision`, the optimisation
+(`optimizer`, `learning_rate`, `lr_schedule`, `momentum`, `weight_decay`), `seed` and
+`jit_compile`. What depends on the framework comes from the objective's
 class (`tfrobust.objectives.Objective`: `hyperparameters`, `he_defaults`,
 `uses_attack_steps`, `callbacks`), so a new objective needs no entry here.
 
@@ -36,7 +37,11 @@ MODEL_DEFAULTS = {
     "adr_layer": None,          # backbone layer to regularise; None: its reference latent
     "attack_bn": "inference",   # batch norm mode while crafting training attacks
     "precision": "float32",     # or "mixed_bfloat16"
-    "learning_rate": 1e-3,
+    "optimizer": "adam",        # or "sgd": PyTorch's SGD, as the CIFAR references train
+    "learning_rate": None,      # None: 1e-3 for adam, 0.1 for sgd
+    "lr_schedule": "constant",  # or "piecewise" (PGD-AT's), "cyclic" (FastAT's)
+    "momentum": None,           # sgd only; None: 0.9
+    "weight_decay": None,       # sgd only, PyTorch's L2 on the gradient; None: 0
     "dropout": None,            # small_cnn, wide_resnet; None: the builder's default (0.5, 0)
     "initialization": None,     # small_cnn: "keras" (default) or "reference"; ResNets: "reference"
     "depth": 34,                # wide_resnet only
@@ -45,6 +50,9 @@ MODEL_DEFAULTS = {
     "jit_compile": "auto",
 }
 PRECISIONS = ("float32", "mixed_bfloat16")
+OPTIMIZERS = ("adam", "sgd")
+#: The learning rate of each optimizer when none is given.
+LEARNING_RATES = {"adam": 1e-3, "sgd": 0.1}
 HEADS = ("dense", "hypersphere")
 NORMS = ("linf", "l2")
 
@@ -112,7 +120,34 @@ def resolve(options):
     options["initialization"] = _resolve_initialization(options["model"],
                                                         options["initialization"])
     _check_attack_options(options, cls)
+    _resolve_optimization(options)
     return options
+
+
+def _resolve_optimization(options):
+    """The optimizer's options: its learning rate, and momentum and weight decay for SGD."""
+    from tfrobust import optimizers
+
+    optimizer = options["optimizer"] = validation.check_choice(
+        "optimizer", options["optimizer"], OPTIMIZERS)
+    options["lr_schedule"] = validation.check_choice(
+        "lr_schedule", options["lr_schedule"], optimizers.SCHEDULES)
+    if options["learning_rate"] is None:
+        options["learning_rate"] = LEARNING_RATES[optimizer]
+    validation.check_number("learning_rate", options["learning_rate"], minimum=0.0,
+                            strict_minimum=True)
+    if optimizer == "sgd":
+        options["momentum"] = 0.9 if options["momentum"] is None else options["momentum"]
+        options["weight_decay"] = (0.0 if options["weight_decay"] is None
+                                   else options["weight_decay"])
+        validation.check_number("momentum", options["momentum"], minimum=0.0)
+        if options["momentum"] >= 1:
+            raise ValueError(f"Expected momentum < 1. Received: momentum={options['momentum']!r}")
+        validation.check_number("weight_decay", options["weight_decay"], minimum=0.0)
+    elif options["momentum"] is not None or options["weight_decay"] is not None:
+        raise ValueError("Expected --momentum and --weight-decay only with --optimizer sgd. "
+                         f"Received: optimizer={optimizer!r}, momentum={options['momentum']!r}, "
+                         f"weight_decay={options['weight_decay']!r}")
 
 
 def _resolve_hyperparameters(options, cls):
@@ -146,8 +181,6 @@ def _check_attack_options(options, cls):
     if options["step_size"] is not None:
         validation.check_number("step_size", options["step_size"], minimum=0.0,
                                 strict_minimum=True)
-    validation.check_number("learning_rate", options["learning_rate"], minimum=0.0,
-                            strict_minimum=True)
 
 
 def _resolve_dropout(model, dropout):
@@ -185,10 +218,12 @@ def build_objective(options):
     return objective_class(options["method"]).from_options(options)
 
 
-def build_model(options, info):
+def build_model(options, info, steps_per_epoch=None):
     """The compiled `RobustModel` of resolved options, for data described by `info`.
 
-    Sets the global Keras dtype policy to `options["precision"]` (callers restore it).
+    `steps_per_epoch`, the training batches of an epoch, is needed by a learning-rate
+    schedule other than "constant" (with `options["epochs"]`). Sets the global Keras dtype
+    policy to `options["precision"]` (callers restore it).
     """
     import keras
 
@@ -220,9 +255,29 @@ def build_model(options, info):
         attack=attack if objective.needs_attack else None,
         eval_attack=eval_attack, attack_bn=options["attack_bn"], seed=options["seed"],
     )
-    model.compile(optimizer=keras.optimizers.Adam(options["learning_rate"]),
+    model.compile(optimizer=build_optimizer(options, steps_per_epoch,
+                                            objective.updates_per_batch),
                   jit_compile=options["jit_compile"])
     return model
+
+
+def build_optimizer(options, steps_per_epoch=None, updates_per_batch=1):
+    """The optimizer of resolved options, its rate scheduled over the run's updates."""
+    import keras
+
+    from tfrobust import optimizers
+
+    if options["lr_schedule"] != "constant" and not steps_per_epoch:
+        raise ValueError(f"Expected the number of batches per epoch for lr_schedule="
+                         f"{options['lr_schedule']!r}. Received: steps_per_epoch="
+                         f"{steps_per_epoch!r}")
+    learning_rate = optimizers.schedule(
+        options["lr_schedule"], options["learning_rate"], options.get("epochs"),
+        steps_per_epoch and steps_per_epoch * updates_per_batch)
+    if options["optimizer"] == "sgd":
+        return optimizers.SGD(learning_rate, momentum=options["momentum"],
+                              weight_decay=options["weight_decay"])
+    return keras.optimizers.Adam(learning_rate)
 
 
 def _head(options, num_classes):

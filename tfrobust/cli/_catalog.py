@@ -32,7 +32,11 @@ CATALOG = {'methods': ['alp', 'fast-at', 'free-at', 'pgd-at', 'standard', 'trade
               'adr_layer': None,
               'attack_bn': 'inference',
               'precision': 'float32',
-              'learning_rate': 0.001,
+              'optimizer': 'adam',
+              'learning_rate': None,
+              'lr_schedule': 'constant',
+              'momentum': None,
+              'weight_decay': None,
               'dropout': None,
               'initialization': None,
               'depth': 34,
@@ -44,4 +48,6 @@ CATALOG = {'methods': ['alp', 'fast-at', 'free-at', 'pgd-at', 'standard', 'trade
               'replays': None},
  'heads': ['dense', 'hypersphere'],
  'precisions': ['float32', 'mixed_bfloat16'],
- 'norms': ['linf', 'l2']}
+ 'norms': ['linf', 'l2'],
+ 'optimizers': ['adam', 'sgd'],
+ 'lr_schedules': ['constant', 'piecewise', 'cyclic']}

@@ -22,7 +22,7 @@ SNAPSHOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_catalog.py
 
 def live():
     """The catalog read from the registry (imports TensorFlow)."""
-    from tfrobust import recipe
+    from tfrobust import optimizers, recipe
 
     methods = list(recipe.methods())
     options = []
@@ -39,6 +39,8 @@ def live():
         "heads": list(recipe.HEADS),
         "precisions": list(recipe.PRECISIONS),
         "norms": list(recipe.NORMS),
+        "optimizers": list(recipe.OPTIMIZERS),
+        "lr_schedules": list(optimizers.SCHEDULES),
     }
 
 

@@ -102,7 +102,20 @@ def _add_attack_and_run_arguments(parser, offer):
                         help="PGD steps of the evaluation (default 20)")
     parser.add_argument("--epochs", type=int, help="training epochs (default 5)")
     parser.add_argument("--batch-size", type=int, help="batch size (default 128)")
-    parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--optimizer", choices=offer["optimizers"],
+                        help="adam (default) or sgd: PyTorch's SGD with momentum, as the "
+                             "CIFAR-10 references train")
+    parser.add_argument("--learning-rate", type=float,
+                        help="learning rate, the peak of a schedule (default 1e-3 for adam, "
+                             "0.1 for sgd)")
+    parser.add_argument("--lr-schedule", choices=offer["lr_schedules"],
+                        help="constant (default); piecewise: divided by 10 after 1/2 and 3/4 of "
+                             "training (PGD-AT's); cyclic: linear from 0 up to the rate at 2/5 "
+                             "of training and back to 0 (FastAT's)")
+    parser.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    parser.add_argument("--weight-decay", type=float,
+                        help="SGD weight decay, an L2 term added to the gradient as PyTorch's "
+                             "(default 0; the references use 5e-4)")
     parser.add_argument("--limit", type=int, help="use only the first N training examples")
     parser.add_argument("--val-limit", type=int, help="validation examples per epoch (default 500)")
     parser.add_argument("--eval-limit", type=int, help="test examples in the final evaluation")
@@ -212,6 +225,7 @@ def run(args):
                        image_size=size)
     test_ds = data.load(options["data"], split="test", batch_size=256,
                         limit=options["eval_limit"], image_size=size)
+    steps_per_epoch = _batches(options) if options["lr_schedule"] != "constant" else None
     if multi_worker:
         # Batches are global: every worker builds them all and keeps its share.
         train_ds, val_ds, test_ds = (distribution.shard_by_data(d)
@@ -222,20 +236,36 @@ def run(args):
     previous_policy = keras.mixed_precision.global_policy()
     try:
         return _train(options, info, train_ds, val_ds, test_ds, strategy, task,
-                      (backup_dir, restore_dir), state)
+                      (backup_dir, restore_dir), state, steps_per_epoch)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dirs, state):
+def _batches(options):
+    """The (global) training batches of an epoch; counted on an unshuffled copy of the data
+    when its size is not known, as iterating the training dataset itself would move its
+    shuffle orders on by an epoch."""
+    from tfrobust import data
+
+    dataset = data.load(options["data"], split="train", batch_size=options["batch_size"],
+                        limit=options["limit"], shuffle=False, augment=False,
+                        image_size=options["image_size"])
+    count = int(dataset.cardinality())
+    if count < 0:  # TFRecord files, image folders
+        count = int(dataset.reduce(0, lambda n, _: n + 1))
+    return count
+
+
+def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dirs, state,
+           steps_per_epoch=None):
     """Build, fit, evaluate and save; `backup_dirs`: where this process backs up, and where it
-    restores from (`resume.restore_dir`)."""
+    restores from (`resume.restore_dir`); `steps_per_epoch` for a learning-rate schedule."""
     from tfrobust import recipe
     from tfrobust.backup import BackupAndRestore, read_state
     from tfrobust.cli import resume
 
     with strategy.scope():
-        model = recipe.build_model(options, info)
+        model = recipe.build_model(options, info, steps_per_epoch=steps_per_epoch)
     resumed = f", resuming after epoch {state['epoch']}" if state else ""
     print(f"tfrobust train: {options['method']} of {options['model']} on {info.name} "
           f"({info.image_shape}, {info.num_classes} classes), {options['norm']} epsilon "

@@ -4,6 +4,7 @@ import keras
 
 from tfrobust.models.latent import declare_reference_latent
 from tfrobust.models.normalization import maybe_normalize
+from tfrobust.utils import validation
 
 #: The layer ADR reads by default: the pooled features after the final BN-ReLU.
 REFERENCE_LATENT = "features"
@@ -68,8 +69,9 @@ def _preact_block(x, filters, stride, name):
     return keras.layers.Add(name=f"{name}_add")([shortcut, out])
 
 
-def preact_resnet18(input_shape=(32, 32, 3), mean=None, std=None, name="preact_resnet18"):
-    """PreAct ResNet-18 returning the 512-dimensional pooled features.
+def preact_resnet18(input_shape=(32, 32, 3), mean=None, std=None, name="preact_resnet18",
+                    base_width=64):
+    """PreAct ResNet-18 returning the `8 * base_width` (512) dimensional pooled features.
 
     The pre-activation residual network of He et al. 2016, "Identity Mappings
     in Deep Residual Networks", in the CIFAR layout of the adversarial
@@ -98,14 +100,19 @@ def preact_resnet18(input_shape=(32, 32, 3), mean=None, std=None, name="preact_r
     average pooling (tuananhbui89/Adversarial-Divergence-Reduction
     `ADR_tf/model.py`); this network's final activation is a plain ReLU.
 
+    `base_width` narrows it for small compute budgets: the stem and the four stages have
+    `base_width`, 2x, 4x and 8x filters (64, 128, 256, 512 in the reference); at 16 the
+    network has 1/16 of the reference's multiply-adds and about 1/16 of its parameters.
+
     Args:
         input_shape: `(height, width, channels)` of images in [0, 1].
         mean, std: optional per-channel normalisation applied inside the model,
             so attacks keep working in [0, 1] pixel space.
         name: the model name.
+        base_width: filters of the stem and the first stage (64: the reference network).
 
     Returns:
-        A functional `keras.Model` mapping images to `(batch, 512)` features.
+        A functional `keras.Model` mapping images to `(batch, 8 * base_width)` features.
 
     Example:
 
@@ -116,8 +123,10 @@ def preact_resnet18(input_shape=(32, 32, 3), mean=None, std=None, name="preact_r
     """
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = maybe_normalize(inputs, mean, std)
-    x = _conv(x, 64, 3, 1, "stem_conv", _TORCH_DEFAULT_INIT)
-    for stage, (filters, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2)), start=1):
+    base_width = validation.check_number("base_width", base_width, minimum=1, integer=True)
+    x = _conv(x, base_width, 3, 1, "stem_conv", _TORCH_DEFAULT_INIT)
+    stages = ((base_width, 1), (2 * base_width, 2), (4 * base_width, 2), (8 * base_width, 2))
+    for stage, (filters, stride) in enumerate(stages, start=1):
         x = _preact_block(x, filters, stride, f"stage{stage}_block1")
         x = _preact_block(x, filters, 1, f"stage{stage}_block2")
     # Pre-activation blocks end in an addition, so the last block's output

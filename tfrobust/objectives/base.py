@@ -176,6 +176,9 @@ class Objective:
     #: Whether the training attack is the model's PGD with its `num_steps` (so 0 steps
     #: would train on the random start); FreeAT and FastAT derive their own step.
     uses_attack_steps = True
+    #: Optimizer updates per training batch (FreeAT: one per replay); learning-rate
+    #: schedules count updates.
+    updates_per_batch = 1
     #: Whether `compute_loss` returns the clean logits (from the clean forward pass its loss
     #: needs); if not, `RobustModel` computes them outside the tape for the `accuracy` log.
     computes_clean_logits = True

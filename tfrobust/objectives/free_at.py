@@ -58,6 +58,10 @@ class FreeAT(Objective):
         self.replays = validation.check_number("replays", replays, minimum=1, integer=True)
         self._delta = None
 
+    @property
+    def updates_per_batch(self):
+        return self.replays
+
     def build(self, model, batch_size):
         """Create the carried perturbation, one row per example of a full batch."""
         shape = (int(batch_size), *model.backbone.input_shape[1:])

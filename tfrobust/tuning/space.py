@@ -78,7 +78,7 @@ def entries():
               parent=("head", ("hypersphere",)), help="HE scale s"),
         Entry("margin", "float", (0.0, 0.4), 0.2, parent=("head", ("hypersphere",)),
               help="HE margin m"),
-        Entry("learning_rate", "float", (1e-4, 1e-2), recipe.MODEL_DEFAULTS["learning_rate"],
+        Entry("learning_rate", "float", (1e-4, 1e-2), recipe.LEARNING_RATES["adam"],
               sampling="log", strict=True, help="Adam learning rate"),
     ]
     names = [entry.name for entry in table]
