@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfrobust import attacks, objectives, recipe
+from tfrobust import data as tfrobust_data
 from tfrobust.cli.main import main
 from tfrobust.models import RobustModel
 from tfrobust.objectives.base import Hyperparameter, LossOutput, sparse_ce, weighted_mean
@@ -130,10 +131,24 @@ def test_resolve_fills_each_methods_reference_values():
     ({"method": "alp", "adr": True}, "Expected --adr with method pgd-at or trades"),
     ({"scale": 10.0}, "Expected --scale and --margin only with --head hypersphere"),
     ({"num_steps": 0}, "Expected num_steps >= 1 for method 'pgd-at'"),
+    ({"base_width": 16}, "Expected --base-width only with model 'preact_resnet18'. Received: "
+                         "base_width=16 with model='small_cnn'"),
+    ({"model": "preact_resnet18", "base_width": 0}, "Expected base_width >= 1. Received: "
+                                                    "base_width=0"),
 ])
 def test_resolve_refuses_inconsistent_options(changes, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         _resolved(**changes)
+
+
+def test_base_width_narrows_preact_resnet18_from_the_options():
+    assert _resolved(model="preact_resnet18")["base_width"] == 64
+    assert _resolved()["base_width"] is None
+    options = _resolved(model="preact_resnet18", base_width=8, epsilon=8 / 255)
+    info = tfrobust_data.DatasetInfo("cifar-like", (32, 32, 3), 10, "arrays")
+    model = recipe.build_model(options, info)
+    assert model.backbone.output_shape == (None, 64)  # 8 x base_width
+    assert model.backbone.get_layer("stem_conv").kernel.shape == (3, 3, 3, 8)
 
 
 def test_fast_at_declares_its_guard_and_free_at_its_own_steps():

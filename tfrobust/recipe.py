@@ -1,7 +1,7 @@
 """Recipes: a `RobustModel` from one flat table of options, as `tfrobust train` and tuning build it.
 
 The options are those of `tfrobust train` (`config.json`'s `options`): the backbone
-(`model`, `dropout`, `initialization`, `depth`, `width`), the framework (`method`, its
+(`model`, `dropout`, `initialization`, `depth`, `width`, `base_width`), the framework (`method`, its
 hyperparameters such as `beta` or `replays`, and `adr` with `adr_weights` and `adr_layer`),
 the head (`head`, `scale`, `margin`), the threat model and attacks (`norm`, `epsilon`,
 `num_steps`, `step_size`, `eval_num_steps`, `attack_bn`), `precision`, the optimisation
@@ -46,6 +46,7 @@ MODEL_DEFAULTS = {
     "initialization": None,     # small_cnn: "keras" (default) or "reference"; ResNets: "reference"
     "depth": 34,                # wide_resnet only
     "width": 10,                # wide_resnet only
+    "base_width": None,         # preact_resnet18 only: its first stage's filters; None: 64
     "seed": 0,
     "jit_compile": "auto",
 }
@@ -116,6 +117,7 @@ def resolve(options):
         raise ValueError("Expected --adr-weights and --adr-layer only with --adr. Received: "
                          f"adr_weights={options['adr_weights']!r}, "
                          f"adr_layer={options['adr_layer']!r}")
+    options["base_width"] = _resolve_base_width(options["model"], options["base_width"])
     options["dropout"] = _resolve_dropout(options["model"], options["dropout"])
     options["initialization"] = _resolve_initialization(options["model"],
                                                         options["initialization"])
@@ -183,6 +185,18 @@ def _check_attack_options(options, cls):
                                 strict_minimum=True)
 
 
+def _resolve_base_width(model, base_width):
+    """preact_resnet18's first-stage filters: the value given, else the reference's 64."""
+    if backbones.backbone_key(model) != "preact_resnet18":
+        if base_width is not None:
+            raise ValueError(f"Expected --base-width only with model 'preact_resnet18'. "
+                             f"Received: base_width={base_width!r} with model={model!r}")
+        return None
+    if base_width is None:
+        return 64
+    return validation.check_number("base_width", base_width, minimum=1, integer=True)
+
+
 def _resolve_dropout(model, dropout):
     """The backbone's dropout rate: the value given, else its builder's default."""
     parameter = inspect.signature(
@@ -233,6 +247,8 @@ def build_model(options, info, steps_per_epoch=None):
     backbone_kwargs = {}
     if backbones.backbone_key(options["model"]) == "wide_resnet":
         backbone_kwargs = {"depth": options["depth"], "width": options["width"]}
+    if options.get("base_width") is not None:
+        backbone_kwargs["base_width"] = options["base_width"]
     if options.get("dropout") is not None:
         backbone_kwargs["dropout"] = options["dropout"]
     if len(backbones.initializations(options["model"])) > 1:

@@ -41,6 +41,7 @@ CATALOG = {'methods': ['alp', 'fast-at', 'free-at', 'pgd-at', 'standard', 'trade
               'initialization': None,
               'depth': 34,
               'width': 10,
+              'base_width': None,
               'seed': 0,
               'jit_compile': 'auto',
               'beta': None,

@@ -128,6 +128,9 @@ def _add_attack_and_run_arguments(parser, offer):
                              "reference initialisation")
     parser.add_argument("--depth", type=int, help="wide_resnet depth (default 34)")
     parser.add_argument("--width", type=int, help="wide_resnet width (default 10)")
+    parser.add_argument("--base-width", type=int,
+                        help="preact_resnet18's first-stage filters, doubled at each of its "
+                             "four stages (default 64, the reference; 16 has 1/16 of its cost)")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--jit-compile", choices=("auto", "true", "false"),
                         help="XLA: auto picks the measured faster path per device")

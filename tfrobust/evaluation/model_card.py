@@ -60,7 +60,8 @@ def model_card(report, training_config=None):
         "number_forward_passes": ("1: a RobustModel's prediction is one deterministic pass"
                                   if card["number_forward_passes"] else _BY_HAND),
         "dataset": "report.json data.name (file name without its extension)",
-        "architecture": ("config.json options.model (with depth and width for wide_resnet)"
+        "architecture": ("config.json options.model (with depth and width for wide_resnet, "
+                         "base_width for a narrowed preact_resnet18)"
                          if options.get("model") else "report.json model.name"),
         "threat_model, eps": "report.json threat_model (eps as k/255 when it is one)",
         "n_examples": "report.json data.num_examples (RobustBench rows use 10,000)",
@@ -129,6 +130,8 @@ def _architecture(model, options):
     backbone = options.get("model")
     if backbone == "wide_resnet":
         return f"WideResNet-{options.get('depth') or 34}-{options.get('width') or 10}"
+    if backbone == "preact_resnet18" and options.get("base_width") not in (None, 64):
+        return f"PreActResNet-18 (base width {options['base_width']})"
     return backbone or model.get("name")
 
 
