@@ -228,7 +228,15 @@ def run(args):
                        image_size=size)
     test_ds = data.load(options["data"], split="test", batch_size=256,
                         limit=options["eval_limit"], image_size=size)
-    steps_per_epoch = _batches(options) if options["lr_schedule"] != "constant" else None
+    # Data of unknown size (TFRecord files, image folders) is counted where it is cheap or
+    # needed (a schedule counts updates), so that progress bars show each pass's length and
+    # Keras does not warn at the end of every validation that the data "ran out".
+    steps_per_epoch = None
+    if options["lr_schedule"] != "constant":
+        steps_per_epoch = _batches(options, "train", options["limit"], options["batch_size"])
+        train_ds = _sized(train_ds, steps_per_epoch)
+    val_ds = _sized(val_ds, _batches(options, "test", options["val_limit"], 256, val_ds))
+    test_ds = _sized(test_ds, _batches(options, "test", options["eval_limit"], 256, test_ds))
     if multi_worker:
         # Batches are global: every worker builds them all and keeps its share.
         train_ds, val_ds, test_ds = (distribution.shard_by_data(d)
@@ -244,19 +252,28 @@ def run(args):
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _batches(options):
-    """The (global) training batches of an epoch; counted on an unshuffled copy of the data
-    when its size is not known, as iterating the training dataset itself would move its
-    shuffle orders on by an epoch."""
+def _batches(options, split, limit, batch_size, dataset=None):
+    """The (global) batches of one pass over `split`; counted on an unshuffled copy of the
+    data when `dataset`'s size is not known, as iterating a shuffled training dataset would
+    move its shuffle orders on by an epoch."""
     from tfrobust import data
 
-    dataset = data.load(options["data"], split="train", batch_size=options["batch_size"],
-                        limit=options["limit"], shuffle=False, augment=False,
-                        image_size=options["image_size"])
-    count = int(dataset.cardinality())
+    if dataset is not None and int(dataset.cardinality()) >= 0:
+        return int(dataset.cardinality())
+    copy = data.load(options["data"], split=split, batch_size=batch_size, limit=limit,
+                     shuffle=False, augment=False, image_size=options["image_size"])
+    count = int(copy.cardinality())
     if count < 0:  # TFRecord files, image folders
-        count = int(dataset.reduce(0, lambda n, _: n + 1))
+        count = int(copy.reduce(0, lambda n, _: n + 1))
     return count
+
+
+def _sized(dataset, batches):
+    import tensorflow as tf
+
+    if int(dataset.cardinality()) >= 0:
+        return dataset
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
 
 def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dirs, state,
