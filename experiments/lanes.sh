@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The issue-17 MNIST queue as two lanes, each one thread, each result committed as it
+# The experiment queues as two lanes each, one thread a lane, each result committed as it
 # finishes. Run from a git worktree pinned to one commit (see experiments/README.md):
-#     experiments/lanes.sh a & experiments/lanes.sh b &
+#     experiments/lanes.sh a & experiments/lanes.sh b &                # issue 17, MNIST
+#     experiments/lanes.sh cifar-a & experiments/lanes.sh cifar-b &    # issue 22, CIFAR-10
+# An item is NAME:SEED or NAME:SEED:EVAL_LIMIT (test images of the evaluation report).
 # Rerunning resumes: finished results are skipped, training resumes from its last epoch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +14,14 @@ case "${1:-}" in
             mnist_adr_he:0 mnist_adr_ls:0" ;;
   b) queue="mnist_pgd_at:0 mnist_adr_features:0 mnist_pgd_at:1 mnist_pgd_at_no_dropout:0
             mnist_pgd_at_reference_init:0 mnist_pgd_at:2 mnist_adr_base:0 mnist_adr_ce:0" ;;
-  *) echo "usage: experiments/lanes.sh a|b" >&2; exit 2 ;;
+  # CIFAR-10: the PGD-AT pairs first, seed by seed, evaluated on 1,000 images; the rest on 500.
+  cifar-a) queue="cifar10_pgd_at:0:1000 cifar10_pgd_at:1:1000 cifar10_pgd_at:2:1000
+                  cifar10_fast_at:0:500 cifar10_trades:0:500 cifar10_adr:0:500" ;;
+  cifar-b) queue="cifar10_pgd_at_he:0:1000 cifar10_pgd_at_he:1:1000 cifar10_pgd_at_he:2:1000
+                  cifar10_fast_at_he:0:500 cifar10_trades_he:0:500" ;;
+  *) echo "usage: experiments/lanes.sh a|b|cifar-a|cifar-b" >&2; exit 2 ;;
 esac
 for item in $queue; do
-  python experiments/run.py "${item%%:*}" --seeds "${item##*:}" --commit
+  IFS=: read -r name seed limit <<< "$item"
+  python experiments/run.py "$name" --seeds "$seed" --eval-limit "${limit:-500}" --commit
 done

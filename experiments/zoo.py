@@ -9,7 +9,8 @@ breaks ties) is chosen, and its folder written:
 - `model.keras`: the model of `RUNS/EXPERIMENT-seedS/model.keras` (where `experiments/run.py`
   trained it; models are not committed), saved again without its optimizer state, which
   a user attacking or evaluating the model does not need (a third of the file for Adam's
-  two moments). Its weights must hash to the `weights_sha256` of the committed report: the
+  two moments), and computing in float32 if it was trained in mixed precision (the
+  function its report evaluated, and fast on any CPU). Its weights must hash to the `weights_sha256` of the committed report: the
   shipped model is the one that was evaluated.
 - `report.json`: the committed `seedS.report.json`, as it is.
 - `config.json`: the run's `config.json` (what `tfrobust train` resolved and trained with),
@@ -99,7 +100,12 @@ def _strip_optimizer(source, target):
     from tfrobust.evaluation.inputs import resolve_model
     from tfrobust.models import load_model
 
+    from tfrobust.evaluation import precision
+
     model = load_model(source, compile=False)
+    if precision.computes_in(model) != "float32":
+        # Trained in mixed precision: shipped as the float32 function its report evaluated.
+        model = precision.lower_precision_copy(model, "float32")
     model.save(target)
     return resolve_model(target)[1]["weights_sha256"]
 

@@ -1,6 +1,9 @@
 """PyTorch's SGD and the references' learning-rate schedules, against hand computation."""
 
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -96,6 +99,14 @@ def test_a_scheduled_sgd_round_trips_through_a_keras_file(tmp_path):
                                                      "total_steps": 20}
     for a, b in zip(model.optimizer.variables, optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # `import tfrobust` alone registers them: a fresh process loads the file.
+    program = ("import keras, tfrobust\n"
+               f"print(keras.saving.load_model({str(tmp_path / 'm.keras')!r}).optimizer"
+               "._learning_rate.peak_step)")
+    loaded = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.split()[-1] == "8"
 
 
 def _options(**given):

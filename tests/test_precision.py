@@ -90,3 +90,29 @@ def test_a_query_attack_always_asks_the_model_itself():
         fooled[name] = runner.standalone(square)
     np.testing.assert_array_equal(fooled["lower precision"], fooled["float32"])
     assert 0 < fooled["float32"].sum() < 64
+
+
+def test_a_model_that_computes_in_bfloat16_is_evaluated_as_its_float32_function():
+    """A model trained in mixed bfloat16 keeps that policy. Its evaluation attacks and judges
+    the float32 function of its weights: on a 2-class linear model, the points broken are
+    exactly those the closed form breaks (margin < epsilon * ||w_1 - w_0||_1), and the report
+    says what was evaluated."""
+    rng = np.random.default_rng(3)
+    weights, bias = rng.normal(size=(4, 2)), rng.normal(size=2)
+    low = precision.lower_precision_copy(linear_classifier(weights, bias))
+    assert precision.computes_in(low) == "mixed_bfloat16"
+    x = rng.uniform(0.3, 0.7, size=(200, 2, 2, 1)).astype("float32")
+    logits = x.reshape(200, 4).astype(np.float64) @ weights + bias
+    y = np.argmax(logits, -1).astype("int32")
+    epsilon = 0.05
+    breakable = (np.abs(logits[:, 1] - logits[:, 0])
+                 < epsilon * np.abs(weights[:, 1] - weights[:, 0]).sum())
+    report = tfrobust.evaluate(low, (x, y), epsilon=epsilon, attacks="pgd", sweep_attacks=[],
+                               checks=False, verbose=False)
+    assert report.model["computes_in"] == "mixed_bfloat16"
+    assert report.model["evaluated_as"] == "float32 copy (same weights)"
+    assert report.clean_accuracy == 1.0  # the labels are the float32 function's
+    np.testing.assert_array_equal(np.array(report.broken_by) != "robust", breakable)
+    float32 = tfrobust.evaluate(linear_classifier(weights, bias), (x, y), epsilon=epsilon,
+                                attacks="pgd", sweep_attacks=[], checks=False, verbose=False)
+    assert "computes_in" not in float32.model and float32.broken_by == report.broken_by

@@ -25,9 +25,9 @@ import sys as _sys
 from tfrobust.version import __version__
 
 _SUBMODULES = ("attacks", "callbacks", "data", "export", "layers", "models", "objectives",
-               "tuning", "evaluation")
+               "optimizers", "tuning", "evaluation")
 __all__ = ["__version__", "attacks", "callbacks", "data", "evaluate", "evaluation", "export",
-           "layers", "models", "objectives", "tuning"]
+           "layers", "models", "objectives", "optimizers", "tuning"]
 
 
 def load():

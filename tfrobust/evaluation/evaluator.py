@@ -8,6 +8,7 @@ registered checks, which measure through the runner and judge with `checks`.
 
 import time
 
+import keras
 import numpy as np
 
 from tfrobust import attacks as attacks_lib
@@ -101,7 +102,10 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
             by the model, so no break is counted that does not fool it
             (`evaluation.precision`). Faster on CPUs with AMX, maybe slower without;
             the attacks may be weaker, and the model card then gives no
-            `autoattack_acc`.
+            `autoattack_acc`. A model whose layers compute in mixed precision (trained
+            with `precision="mixed_bfloat16"`) is evaluated as a float32 copy with the
+            same weights, its clean accuracy included: attacks on its bfloat16 logits
+            would be weaker. The report's `model` says so (`computes_in`, `evaluated_as`).
         verbose: show the progress line: the attack running, examples done of planned,
             and the time left from each attack's measured pace (`evaluation.progress`).
 
@@ -136,9 +140,16 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
                                               inputs.model_image_size(model))
     inputs.check_fits_model(x, model, data_identity["name"])
     grid = inputs.sweep_grid(epsilons, epsilon, norm, clip_min, clip_max, x.shape[1:])
+    unit_context = [model_identity.get("weights_sha256"), data_identity["sha256"]]
+    if isinstance(model, keras.Model) and precision_lib.computes_in(model) != "float32":
+        # Attacks on bfloat16 logits are weaker (Square's, measured: `evaluation.precision`);
+        # the weights are float32 and define the float32 function, which is evaluated.
+        model_identity["computes_in"] = precision_lib.computes_in(model)
+        model_identity["evaluated_as"] = "float32 copy (same weights)"
+        model = precision_lib.lower_precision_copy(model, "float32")
+        unit_context.append("as-float32")
     logits_fn = inputs.evaluation_logits(model, strategy)
     search_fn = None
-    unit_context = [model_identity.get("weights_sha256"), data_identity["sha256"]]
     if precision != "float32":
         search_fn = inputs.evaluation_logits(precision_lib.lower_precision_copy(model, precision),
                                              strategy)

@@ -52,11 +52,22 @@ def lower_precision_copy(model, policy="mixed_bfloat16"):
         raise ValueError(f"Expected a model Keras can rebuild from its config for "
                          f"precision={policy!r}. Received: model {model.name!r}, which "
                          f"could not be: {error}") from None
-    if not any(layer.compute_dtype == "bfloat16" for layer in _layers(copy)):
+    if policy != "float32" and not any(layer.compute_dtype == "bfloat16"
+                                       for layer in _layers(copy)):
         raise ValueError(f"Expected the layers of model {model.name!r} to take the policy "
                          f"{policy!r}. Received: a model none of whose layers declares a dtype "
                          "policy in its config")
     return copy
+
+
+def computes_in(model):
+    """The lower precision some layer of the Keras `model` computes in, or "float32".
+
+    A model trained with `precision="mixed_bfloat16"` keeps that policy in its layers (and
+    in its `.keras` file): it computes in bfloat16 when loaded.
+    """
+    lower = {layer.compute_dtype for layer in _layers(model)} - {"float32", None}
+    return f"mixed_{sorted(lower)[0]}" if lower else "float32"
 
 
 def _with_policy(config, policy):
