@@ -10,8 +10,8 @@ breaks ties) is chosen, and its folder written:
   trained it; models are not committed), saved again without its optimizer state, which
   a user attacking or evaluating the model does not need (a third of the file for Adam's
   two moments), and computing in float32 if it was trained in mixed precision (the
-  function its report evaluated, and fast on any CPU). Its weights must hash to the `weights_sha256` of the committed report: the
-  shipped model is the one that was evaluated.
+  function its report evaluated, and fast on any CPU). Its weights must hash to the
+  `weights_sha256` of the committed report: the shipped model is the one that was evaluated.
 - `report.json`: the committed `seedS.report.json`, as it is.
 - `config.json`: the run's `config.json` (what `tfrobust train` resolved and trained with),
   which `tfrobust evaluate` reads for the model card it writes.
