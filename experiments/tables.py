@@ -31,6 +31,11 @@ ABLATION = [("PGD-AT (CE(x') only)", "mnist_pgd_at"),
             ("base + conditional entropy", "mnist_adr_ce"),
             ("ADR, all reference terms", "mnist_adr"),
             ("ADR + HE", "mnist_adr_he")]
+CIFAR_SEEDS = [("PGD-AT", "cifar10_pgd_at"), ("PGD-AT + HE", "cifar10_pgd_at_he")]
+CIFAR_FRAMEWORKS = [("PGD-AT", "cifar10_pgd_at"), ("PGD-AT + HE", "cifar10_pgd_at_he"),
+                    ("TRADES", "cifar10_trades"), ("TRADES + HE", "cifar10_trades_he"),
+                    ("FastAT", "cifar10_fast_at"), ("FastAT + HE", "cifar10_fast_at_he"),
+                    ("ADR (on PGD-AT)", "cifar10_adr")]
 FINDINGS = [("ADR at the reference latent (flatten, 1,024)", "mnist_adr"),
             ("ADR at the 200-unit features layer", "mnist_adr_features"),
             ("ADR, reference initialisation", "mnist_adr_reference_init"),
@@ -109,11 +114,14 @@ def _spread(values):
     return f"{100 * mean:.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
-def seeds_table():
-    lines = ["| MNIST | seeds | clean (10k) | PGD-20 (10k) | AutoAttack (500) "
+def seeds_table(rows=SEEDS, dataset="MNIST", report_images=500):
+    """Mean ± standard deviation over seeds, and each row's gap to the first, seed by seed."""
+    sizes = {r["evaluation"]["examples"] for _, name in rows for r in load(name).values()}
+    images = f"{sizes.pop() if len(sizes) == 1 else report_images:,}"
+    lines = [f"| {dataset} | seeds | clean (10k) | PGD-20 (10k) | AutoAttack ({images}) "
              "| AutoAttack per seed |",
              "|---|---|---|---|---|---|"]
-    for label, name in SEEDS:
+    for label, name in rows:
         runs = load(name)
         seeds = sorted(runs)
         clean = [runs[s]["pgd20"]["clean"] for s in seeds]
@@ -122,8 +130,8 @@ def seeds_table():
         per_seed = ", ".join(f"{pct(a)}" for a in aa) or "not run"
         lines.append(f"| {label} | {', '.join(map(str, seeds)) or '-'} | {_spread(clean)} | "
                      f"{_spread(pgd)} | {_spread(aa)} | {per_seed} |")
-    base = load(SEEDS[0][1])
-    for label, name in SEEDS[1:]:
+    base = load(rows[0][1])
+    for label, name in rows[1:]:
         runs = load(name)
         seeds = sorted(set(runs) & set(base))
 
@@ -133,9 +141,29 @@ def seeds_table():
         clean, pgd = gaps(("pgd20", "clean")), gaps(("pgd20", "pgd20"))
         aa = gaps(("evaluation", "autoattack"))
         per_seed = ", ".join(f"{100 * a:+.1f}" for a in aa) or "not run"
-        lines.append(f"| {label} minus {SEEDS[0][0]}, same seed | "
+        lines.append(f"| {label} minus {rows[0][0]}, same seed | "
                      f"{', '.join(map(str, seeds)) or '-'} | {_spread(clean)} | {_spread(pgd)} | "
                      f"{_spread(aa)} | {per_seed} |")
+    return "\n".join(lines)
+
+
+def cifar_seeds_table():
+    return seeds_table(CIFAR_SEEDS, "CIFAR-10", 1000)
+
+
+def cifar_frameworks_table():
+    """Seed 0 of every CIFAR-10 row; the report's size differs by row (1,000 or 500)."""
+    lines = ["| CIFAR-10, seed 0 | clean (10k) | PGD-20 (10k) | report images | clean (report) "
+             "| AutoAttack (report) | failed checks | train min | eval min |",
+             "|" + "---|" * 9]
+    for label, name in CIFAR_FRAMEWORKS:
+        record = load(name).get(0)
+        if record is None:
+            lines.append(f"| {label} | not run |" + " |" * 7)
+            continue
+        cells = _cells(record)
+        cells.insert(2, f"{record['evaluation']['examples']:,}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -160,7 +188,8 @@ def short_runs_table():
 
 
 TABLES = {"seeds": seeds_table, "ablation": ablation_table, "findings": findings_table,
-          "short_runs": short_runs_table}
+          "short_runs": short_runs_table, "cifar_seeds": cifar_seeds_table,
+          "cifar_frameworks": cifar_frameworks_table}
 _BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- end table -->)", re.S)
 
 
