@@ -79,8 +79,8 @@ def test_build_script_reproduces_the_bundled_sample(tmp_path):
 
 
 def test_sample_info_and_arrays():
-    assert data.DATASETS == ("mnist-sample", "mnist", "fashion_mnist", "cifar10",
-                             "svhn_cropped")
+    assert data.DATASETS == ("mnist-sample", "cifar10-sample", "mnist", "fashion_mnist",
+                             "cifar10", "svhn_cropped")
     assert data.info("mnist-sample") == DatasetInfo("mnist-sample", (28, 28, 1), 10, "bundled", 10)
     x, y = data.load_arrays("mnist-sample")
     assert x.shape == (10000, 28, 28, 1) and x.dtype == np.float32
@@ -303,6 +303,39 @@ def test_cifar10_tfrecord_train_split_is_augmented():
     np.testing.assert_array_equal(y_aug, y)
     assert x_aug.shape == (32, 32, 32, 3)
     assert np.mean([not np.array_equal(a, b) for a, b in zip(x_aug, x)]) > 0.9
+
+
+def test_the_cifar10_sample_is_bundled_small_and_colour():
+    assert data.info("cifar10-sample") == DatasetInfo("cifar10-sample", (32, 32, 3), 10,
+                                                      "bundled", 10)
+    for split in ("train", "test"):
+        x, y = data.load_arrays("cifar10-sample", split)
+        assert x.shape == (200, 32, 32, 3) and x.dtype == np.float32 and y.dtype == np.int32
+        assert 0.0 <= x.min() and x.max() <= 1.0 and set(np.unique(y)) == set(range(10))
+    # Colour training data: augmented by default, as CIFAR-10 from any other source.
+    x, _ = data.load_arrays("cifar10-sample", "train", limit=32)
+    x_aug, _ = _collect(data.load("cifar10-sample", "train", batch_size=32, limit=32,
+                                  shuffle=False))
+    assert np.mean([not np.array_equal(a, b) for a, b in zip(x_aug, x)]) > 0.9
+
+
+def test_the_cifar10_sample_is_the_first_images_of_the_full_files(tmp_path):
+    directory = _needs_shared("cifar10")
+    for split in ("train", "test"):
+        x, y = data.load_arrays("cifar10-sample", split)
+        x_full, y_full = data.load_arrays(directory, split, limit=200)
+        np.testing.assert_array_equal(x, x_full)
+        np.testing.assert_array_equal(y, y_full)
+    spec = importlib.util.spec_from_file_location(
+        "build_cifar10_sample", REPO / "scripts" / "build_cifar10_sample.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.build(directory, tmp_path / "sample.npz")
+    bundled = importlib.resources.files("tfrobust.data").joinpath("cifar10_sample.npz")
+    with np.load(tmp_path / "sample.npz") as built, bundled.open("rb") as file, \
+            np.load(file) as shipped:
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            np.testing.assert_array_equal(built[key], shipped[key])
 
 
 def _write_tfrecord(path, images, labels, image_key="image"):

@@ -22,6 +22,10 @@ from tfrobust.utils.validation import check_choice, check_images, check_labels
 BUNDLED_NAME = "mnist-sample"
 BUNDLED_FILE = "mnist_sample.npz"
 BUNDLED_CLASSES = 10  # the sample's metadata: it is MNIST (MNIST_SAMPLE.md)
+#: The samples bundled in the package: name -> (file, number of classes). CIFAR10_SAMPLE.md
+#: and MNIST_SAMPLE.md say what each holds and where it comes from.
+BUNDLED = {BUNDLED_NAME: (BUNDLED_FILE, BUNDLED_CLASSES),
+           "cifar10-sample": ("cifar10_sample.npz", 10)}
 # The splits each tfds dataset offers; checked here so that a typo in `split`
 # is a ValueError and not mistaken for missing data.
 TFDS_SPLITS = {
@@ -40,7 +44,8 @@ _FEATURES = {
 }
 _OFFLINE_HINT = (
     "Offline alternatives: data='mnist-sample' (10,000 training and 2,000 test "
-    "MNIST images bundled with tfrobust), a Keras-layout .npz file with x_train, "
+    "MNIST images bundled with tfrobust), data='cifar10-sample' (200 training and 200 test "
+    "CIFAR-10 images, bundled too), a Keras-layout .npz file with x_train, "
     "y_train, x_test, y_test (e.g. data='mnist.npz', as keras.datasets writes it), "
     "or TFRecord files with the tfds schema image/label (e.g. data='cifar10/', a "
     "directory holding <split>.tfrecord files)."
@@ -86,14 +91,14 @@ class DatasetInfo:
 
 
 def known_names():
-    return (BUNDLED_NAME,) + tuple(TFDS_SPLITS)
+    return tuple(BUNDLED) + tuple(TFDS_SPLITS)
 
 
 def resolve(data):
     """Turn a dataset name or a path into a `Source`."""
     if isinstance(data, str) and data.lower() in known_names():
         name = data.lower()
-        return Source("bundled" if name == BUNDLED_NAME else "tfds", name, None)
+        return Source("bundled" if name in BUNDLED else "tfds", name, None)
     if not isinstance(data, (str, os.PathLike)):
         raise TypeError(
             "Expected data to be a dataset name or a path. "
@@ -239,12 +244,13 @@ def _arrays_from_npz(file, name):
     return arrays, num_classes
 
 
-@functools.lru_cache(maxsize=1)
-def _bundled_arrays():
-    resource = importlib.resources.files(__package__).joinpath(BUNDLED_FILE)
+@functools.lru_cache(maxsize=len(BUNDLED))
+def _bundled_arrays(name):
+    file_name, num_classes = BUNDLED[name]
+    resource = importlib.resources.files(__package__).joinpath(file_name)
     with resource.open("rb") as file:
-        arrays, _ = _arrays_from_npz(file, BUNDLED_NAME)
-    return arrays, BUNDLED_CLASSES
+        arrays, _ = _arrays_from_npz(file, name)
+    return arrays, num_classes
 
 
 @functools.lru_cache(maxsize=2)
@@ -260,7 +266,7 @@ def read_arrays(source):
     is what the data declares (the file's `num_classes` entry), or None.
     """
     if source.kind == "bundled":
-        return _bundled_arrays()
+        return _bundled_arrays(source.name)
     return _npz_arrays_cached(_file_key([source.path]), source.name)
 
 
