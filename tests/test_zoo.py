@@ -63,13 +63,14 @@ def test_a_zoo_model_re_evaluated_agrees_with_its_card(name, tmp_path):
     entry = zoo.entry(name)
     shipped = entry.report
     out = tmp_path / "report"
+    epsilon = str(shipped.threat_model["epsilon"])
     assert main(["evaluate", f"pretrained:{name}", "--report", str(out), "--limit", str(LIMIT),
-                 "--attacks", "pgd", "--sweep-attacks", "pgd", "--epsilons", "0.3",
+                 "--attacks", "pgd", "--sweep-attacks", "pgd", "--epsilons", epsilon,
                  "--checks", "none", "--quiet"]) == 0
     report = EvaluationReport.load(out)
-    # The bundled test images are the first 2,000 of MNIST's, the card's first 500 among them:
-    # the clean verdicts agree image by image.
-    assert report.data["name"] == "mnist-sample" and report.data["num_examples"] == LIMIT
+    # The bundled test images are the first of the test split the card's report used
+    # (MNIST_SAMPLE.md, CIFAR10_SAMPLE.md): the clean verdicts agree image by image.
+    assert report.data["name"] == entry.data and report.data["num_examples"] == LIMIT
     assert report.model["weights_sha256"] == shipped.model["weights_sha256"]
     misclassified = [b == "misclassified" for b in shipped.broken_by[:LIMIT]]
     assert [b == "misclassified" for b in report.broken_by] == misclassified
@@ -80,7 +81,8 @@ def test_a_zoo_model_re_evaluated_agrees_with_its_card(name, tmp_path):
     autoattack = np.mean([b == "robust" for b in shipped.broken_by[:LIMIT]])
     assert report.robust_accuracy >= autoattack - 1 / LIMIT
     card = json.loads((out / "model_card.json").read_text())
-    assert card["architecture"] == "small_cnn" and card["eps"] == "0.3"
+    assert (card["architecture"], card["eps"]) == (entry.card["architecture"],
+                                                   entry.card["eps"])
 
 
 def test_a_zoo_name_not_in_the_zoo_is_refused_with_the_names(tmp_path, capsys):
