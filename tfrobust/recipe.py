@@ -283,16 +283,20 @@ def build_optimizer(options, steps_per_epoch=None, updates_per_batch=1):
 
     from tfrobust import optimizers
 
-    if options["lr_schedule"] != "constant" and not steps_per_epoch:
+    if options.get("lr_schedule", "constant") != "constant" and not steps_per_epoch:
         raise ValueError(f"Expected the number of batches per epoch for lr_schedule="
                          f"{options['lr_schedule']!r}. Received: steps_per_epoch="
                          f"{steps_per_epoch!r}")
+    optimizer = options.get("optimizer") or "adam"
+    # Unresolved options (None) take the defaults `resolve` would give.
+    rate = options.get("learning_rate") or LEARNING_RATES[optimizer]
     learning_rate = optimizers.schedule(
-        options["lr_schedule"], options["learning_rate"], options.get("epochs"),
+        options.get("lr_schedule") or "constant", rate, options.get("epochs"),
         steps_per_epoch and steps_per_epoch * updates_per_batch)
-    if options["optimizer"] == "sgd":
-        return optimizers.SGD(learning_rate, momentum=options["momentum"],
-                              weight_decay=options["weight_decay"])
+    if optimizer == "sgd":
+        momentum = options.get("momentum")
+        return optimizers.SGD(learning_rate, momentum=0.9 if momentum is None else momentum,
+                              weight_decay=options.get("weight_decay") or 0.0)
     return keras.optimizers.Adam(learning_rate)
 
 
