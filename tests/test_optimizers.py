@@ -57,8 +57,9 @@ def test_sgd_without_momentum_and_its_bad_arguments():
         optimizers.SGD(0.1, nesterov=True)
 
 
-def test_cyclic_is_fastats_triangle_read_after_each_batch():
-    # FastAT: np.interp(epoch + (i + 1) / n, [0, epochs * 2 // 5, epochs], [0, lr_max, 0]).
+def test_cyclic_is_the_superconverge_triangle_read_after_each_batch():
+    # Rice et al.'s robust_overfitting:
+    # np.interp(epoch + (i + 1) / n, [0, epochs * 2 // 5, epochs], [0, lr_max, 0]).
     epochs, n, lr_max = 5, 10, 0.2
     cyclic = optimizers.schedule("cyclic", lr_max, epochs, n)
     assert (cyclic.peak_step, cyclic.total_steps) == (20, 50)
@@ -72,7 +73,7 @@ def test_cyclic_is_fastats_triangle_read_after_each_batch():
 
 def test_piecewise_divides_by_ten_at_half_and_three_quarters():
     piecewise = optimizers.schedule("piecewise", 0.1, 8, 25)  # 200 updates
-    # Rice et al.: epochs 0-99 at 0.1, 100-149 at 0.01, 150-199 at 0.001 (one update each).
+    # FastAT's MultiStepLR(milestones=[T/2, 3T/4], gamma=0.1), stepped after each update.
     rates = [float(piecewise(step)) for step in (0, 99, 100, 149, 150, 199)]
     np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
     assert optimizers.schedule("constant", 0.1) == 0.1

@@ -1,11 +1,16 @@
 """The optimisation of the adversarial-training references: PyTorch's SGD and their schedules.
 
 The CIFAR-10 references train with `torch.optim.SGD(params, lr, momentum=0.9,
-weight_decay=5e-4)` and a short schedule: PGD-AT (Madry et al. 2018; Rice et al. 2020,
-"Overfitting in adversarially robust deep learning") divides the rate by 10 at half and at
-three quarters of training; FastAT (Wong et al. 2020, "Fast is better than free") rises
-linearly from 0 to its maximum at 2/5 of training and falls linearly back to 0 at the end
-(`np.interp(t, [0, epochs * 2 // 5, epochs], [0, lr_max, 0])`, per batch).
+weight_decay=5e-4)` and a short schedule, read here from their code:
+- "piecewise" is FastAT's `multistep` (Wong et al. 2020, "Fast is better than free";
+  locuslab/fast_adversarial `CIFAR10/train_fgsm.py`: `MultiStepLR` with milestones at 1/2 and
+  3/4 of the updates, gamma 0.1, stepped after every batch), PGD-AT's schedule; exactly.
+- "cyclic" is the `superconverge` schedule of Rice et al. 2020, "Overfitting in adversarially
+  robust deep learning" (locuslab/robust_overfitting `train_cifar.py`: `np.interp(epoch +
+  (i + 1) / n, [0, epochs * 2 // 5, epochs], [0, lr_max, 0])`, per batch); exactly.
+Differences from neighbouring references, named: FastAT's own `cyclic` (`CyclicLR`) peaks at
+half of training, not 2/5, and its first update has rate 0; Rice et al.'s `piecewise`, read at
+`epoch + (i + 1) / n`, switches one update before the epoch boundary.
 
 `SGD` is PyTorch's update, which Keras' own SGD is not in two ways:
 
@@ -29,7 +34,8 @@ from keras import ops
 SCHEDULES = ("constant", "piecewise", "cyclic")
 #: PGD-AT's piecewise schedule: the rate is divided by 10 at these fractions of training.
 PIECEWISE_FRACTIONS = (0.5, 0.75)
-#: FastAT's cyclic schedule peaks at `epochs * 2 // 5`, this fraction of training.
+#: The cyclic schedule (Rice et al.'s `superconverge`) peaks at `epochs * 2 // 5`, this
+#: fraction of training.
 CYCLIC_PEAK = 0.4
 
 
@@ -85,7 +91,7 @@ class SGD(keras.optimizers.SGD):
 
 @keras.saving.register_keras_serializable(package="tfrobust")
 class Triangular(keras.optimizers.schedules.LearningRateSchedule):
-    """FastAT's cyclic rate: 0 up to `maximum` at `peak_step`, back down to 0 at `total_steps`.
+    """Rice et al.'s `superconverge` rate: 0 up to `maximum` at `peak_step`, then back to 0.
 
     The rate of update `s` (0-based) is read after `s + 1` batches, as the reference reads
     it at `epoch + (i + 1) / len(loader)`:
@@ -95,7 +101,7 @@ class Triangular(keras.optimizers.schedules.LearningRateSchedule):
 
     Args:
         maximum: the peak rate (0.2 in FastAT).
-        peak_step: the update at which it peaks (FastAT: 2/5 of training).
+        peak_step: the update at which it peaks (the reference: 2/5 of training).
         total_steps: the number of updates of the whole training.
     """
 
@@ -124,8 +130,8 @@ def schedule(name, learning_rate, epochs=None, steps_per_epoch=None):
 
     `"constant"`: `learning_rate` throughout (epochs may be None). `"piecewise"`:
     `learning_rate`, divided by 10 after half and again after three quarters of the updates
-    (PGD-AT's; Rice et al.'s epochs 100 and 150 of 200). `"cyclic"`: `Triangular` peaking at
-    `learning_rate` after `epochs * 2 // 5` epochs (FastAT's), or after 2/5 of the updates
+    (FastAT's `multistep`). `"cyclic"`: `Triangular` peaking at
+    `learning_rate` after `epochs * 2 // 5` epochs (Rice et al.'s), or after 2/5 of the updates
     when that is less than one epoch.
     """
     if name not in SCHEDULES:

@@ -110,8 +110,8 @@ def _add_attack_and_run_arguments(parser, offer):
                              "0.1 for sgd)")
     parser.add_argument("--lr-schedule", choices=offer["lr_schedules"],
                         help="constant (default); piecewise: divided by 10 after 1/2 and 3/4 of "
-                             "training (PGD-AT's); cyclic: linear from 0 up to the rate at 2/5 "
-                             "of training and back to 0 (FastAT's)")
+                             "training (FastAT's multistep); cyclic: linear from 0 up to the rate "
+                             "at 2/5 of training and back to 0 (Rice et al.'s superconverge)")
     parser.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     parser.add_argument("--weight-decay", type=float,
                         help="SGD weight decay, an L2 term added to the gradient as PyTorch's "
