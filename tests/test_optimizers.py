@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -160,3 +161,35 @@ def test_train_takes_the_optimizer_options_from_the_command_line(tmp_path, capsy
     assert main(["train", "--momentum", "0.9", "--output", str(tmp_path / "r2")]) == 1
     assert ("Expected --momentum and --weight-decay only with --optimizer sgd"
             in capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_a_schedule_over_tfrecord_data_counts_its_batches_without_a_warning(tmp_path, capsys):
+    """TFRecord files do not say their size: the schedule's updates come from their label
+    counts, and the progress bar and Keras see each pass's length (no "ran out of data")."""
+    import tensorflow as tf
+
+    from tfrobust import data
+
+    x, y = data.load_arrays("cifar10-sample", "train", limit=40)
+    for split, (images, labels) in {"train": (x, y), "test": (x[:20], y[:20])}.items():
+        with tf.io.TFRecordWriter(str(tmp_path / f"{split}.tfrecord")) as writer:
+            for image, label in zip(images, labels):
+                png = tf.io.encode_png(tf.cast(image * 255, tf.uint8)).numpy()
+                feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
+                           "label": tf.train.Feature(int64_list=tf.train.Int64List(
+                               value=[int(label)]))}
+                writer.write(tf.train.Example(features=tf.train.Features(
+                    feature=feature)).SerializeToString())
+    out = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", "--data", str(tmp_path), "--num-classes", "10",
+                     "--optimizer", "sgd", "--lr-schedule", "cyclic", "--epochs", "2",
+                     "--batch-size", "16", "--num-steps", "1", "--val-limit", "12",
+                     "--output", str(out)]) == 0
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
+    optimizer = keras.saving.load_model(out / "model.keras").optimizer
+    # 40 images in batches of 16: 3 batches an epoch, 6 updates.
+    assert int(optimizer.iterations) == 6
+    assert optimizer._learning_rate.get_config()["total_steps"] == 6

@@ -253,17 +253,27 @@ def run(args):
 
 
 def _batches(options, split, limit, batch_size, dataset=None):
-    """The (global) batches of one pass over `split`; counted on an unshuffled copy of the
-    data when `dataset`'s size is not known, as iterating a shuffled training dataset would
-    move its shuffle orders on by an epoch."""
+    """The (global) batches of one pass over `split`, where `dataset`'s size is not known.
+
+    TFRecord files: from their label counts (a label-only pass, cached; `data.info` has made
+    it for the training split already). Image folders: counted on an unshuffled copy, as
+    iterating a shuffled training dataset would move its shuffle orders on by an epoch.
+    """
+    import math
+
     from tfrobust import data
+    from tfrobust.data import sources
 
     if dataset is not None and int(dataset.cardinality()) >= 0:
         return int(dataset.cardinality())
+    source = sources.resolve(options["data"])
+    if source.kind == "tfrecord":
+        examples = int(sources.tfrecord_label_counts(source, split).sum())
+        return math.ceil(min(examples, limit or examples) / batch_size)
     copy = data.load(options["data"], split=split, batch_size=batch_size, limit=limit,
                      shuffle=False, augment=False, image_size=options["image_size"])
     count = int(copy.cardinality())
-    if count < 0:  # TFRecord files, image folders
+    if count < 0:  # image folders
         count = int(copy.reduce(0, lambda n, _: n + 1))
     return count
 

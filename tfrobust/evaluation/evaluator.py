@@ -141,10 +141,12 @@ def evaluate(model, data, *, norm=None, epsilon=None, attacks="standard",
     inputs.check_fits_model(x, model, data_identity["name"])
     grid = inputs.sweep_grid(epsilons, epsilon, norm, clip_min, clip_max, x.shape[1:])
     unit_context = [model_identity.get("weights_sha256"), data_identity["sha256"]]
-    if isinstance(model, keras.Model) and precision_lib.computes_in(model) != "float32":
+    computes_in = (precision_lib.computes_in(model) if isinstance(model, keras.Model)
+                   else "float32")
+    if computes_in != "float32":
         # Attacks on bfloat16 logits are weaker (Square's, measured: `evaluation.precision`);
         # the weights are float32 and define the float32 function, which is evaluated.
-        model_identity["computes_in"] = precision_lib.computes_in(model)
+        model_identity["computes_in"] = computes_in
         model_identity["evaluated_as"] = "float32 copy (same weights)"
         model = precision_lib.lower_precision_copy(model, "float32")
         unit_context.append("as-float32")
