@@ -185,11 +185,17 @@ def test_a_schedule_over_tfrecord_data_counts_its_batches_without_a_warning(tmp_
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert main(["train", "--data", str(tmp_path), "--num-classes", "10",
+                     "--model", "preact_resnet18", "--base-width", "4", "--epsilon", "8/255",
                      "--optimizer", "sgd", "--lr-schedule", "cyclic", "--epochs", "2",
                      "--batch-size", "16", "--num-steps", "1", "--val-limit", "12",
                      "--output", str(out)]) == 0
     assert not [w for w in caught if "ran out of data" in str(w.message)]
-    optimizer = keras.saving.load_model(out / "model.keras").optimizer
+    model = keras.saving.load_model(out / "model.keras")
+    optimizer = model.optimizer
+    # --base-width from the command line: the stem has 4 filters, the features 8 x 4.
+    assert json.loads((out / "config.json").read_text())["options"]["base_width"] == 4
+    assert model.backbone.get_layer("stem_conv").kernel.shape == (3, 3, 3, 4)
+    assert model.backbone.output_shape == (None, 32)
     # 40 images in batches of 16: 3 batches an epoch, 6 updates.
     assert int(optimizer.iterations) == 6
     assert optimizer._learning_rate.get_config()["total_steps"] == 6
