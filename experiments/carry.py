@@ -101,13 +101,15 @@ def restore(main):
     carry = _carry_dir(main)
     if not os.path.isdir(os.path.join(carry, "runs")):
         _error(f"Expected a carry with runs in {carry!r}. Received: no such directory")
+    run_dirs = sorted(glob.glob(os.path.join(carry, "runs", "*-seed*")))
+    existing = [os.path.join(RUNS, os.path.basename(d)) for d in run_dirs
+                if os.path.exists(os.path.join(RUNS, os.path.basename(d)))]
+    if existing:  # checked before anything is copied
+        _error(f"Expected no run directories of the carry before restoring. Received: "
+               f"{existing} exist; move them away or restore into a new worktree")
     restored = []
-    for run_dir in sorted(glob.glob(os.path.join(carry, "runs", "*-seed*"))):
-        target = os.path.join(RUNS, os.path.basename(run_dir))
-        if os.path.exists(target):
-            _error(f"Expected no run directory {target!r} before restoring. Received: it "
-                   f"exists; move it away or restore into a new worktree")
-        shutil.copytree(run_dir, target)
+    for run_dir in run_dirs:
+        shutil.copytree(run_dir, os.path.join(RUNS, os.path.basename(run_dir)))
         restored.append(os.path.basename(run_dir))
     sources = [os.path.join(carry, "results"), os.path.join(main, "experiments", "results")]
     for source in sources:

@@ -136,3 +136,88 @@ def test_two_lanes_committing_at_once_both_land(tmp_path, monkeypatch):
         "a seed 0", "b seed 0", "c seed 0", "d seed 0"]
     assert subprocess.check_output(["git", "status", "--porcelain", "--", "*.json"],
                                    cwd=tmp_path, text=True) == ""
+
+
+def test_carry_saves_unfinished_runs_into_main_and_restores_them_in_a_new_worktree(tmp_path):
+    """`experiments/carry.py save|restore` from the command line, in real git worktrees: the
+    state a resumed run needs reaches main's checkout, finished runs carry only the zoo's
+    models, and a new worktree at PINNED gets the runs and the finished results back."""
+    import shutil
+    import subprocess
+
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    main, worktree, fresh = tmp_path / "main", tmp_path / "wt", tmp_path / "wt2"
+
+    def git(*args, cwd=main):
+        return subprocess.check_output(["git", *args], cwd=cwd, env=env, text=True).strip()
+
+    def carry(cwd, *args):
+        return subprocess.run([sys.executable, "experiments/carry.py", *args], cwd=cwd,
+                              env=env, capture_output=True, text=True)
+
+    (main / "experiments").mkdir(parents=True)
+    shutil.copy(os.path.join(EXPERIMENTS, "carry.py"), main / "experiments" / "carry.py")
+    git("init", "--quiet", "-b", "main", str(main), cwd=tmp_path)
+    git("add", "-A")
+    git("commit", "--quiet", "-m", "start")
+    start = git("rev-parse", "HEAD")
+    git("worktree", "add", "--quiet", "-b", "exp", str(worktree), "main")
+    runs, results = worktree / "experiments" / "runs", worktree / "experiments" / "results"
+    files = {  # run -> files in its run directory
+        "cifar10_pgd_at-seed1": ["backup/state.json", "backup/backup-3.weights.h5", "log.txt"],
+        "cifar10_pgd_at_he-seed0": ["model.keras", "config.json", "history.json", "log.txt",
+                                    "report/cache/unit-0.json", "report/report.lock"],
+        "cifar10_pgd_at-seed0": ["model.keras", "log.txt", "report/report.json"],
+        "cifar10_trades-seed0": ["model.keras", "log.txt"],
+    }
+    for run, names in files.items():
+        for name in names:
+            (runs / run / name).parent.mkdir(parents=True, exist_ok=True)
+            (runs / run / name).write_text(f"{run}/{name}")
+    for result in ("cifar10_pgd_at/seed0.json", "cifar10_pgd_at/seed0.report.json",
+                   "cifar10_trades/seed0.json"):
+        (results / result).parent.mkdir(parents=True, exist_ok=True)
+        (results / result).write_text(result)
+    git("add", "-A", cwd=worktree)
+    git("commit", "--quiet", "-m", "results", cwd=worktree)
+    # The branch's own commit is not main's: PINNED names the merge base.
+    saved = carry(worktree, "save", "--main", str(main), "--keep-models", "cifar10_pgd_at")
+    assert saved.returncode == 0, saved.stderr
+    kept = main / "experiments" / "carry"
+    assert (kept / "PINNED").read_text().strip() == start
+    carried = sorted(str(p.relative_to(kept / "runs")) for p in (kept / "runs").rglob("*")
+                     if p.is_file())
+    assert carried == sorted([
+        "cifar10_pgd_at-seed0/model.keras",  # finished, kept for the zoo
+        "cifar10_pgd_at-seed1/backup/backup-3.weights.h5", "cifar10_pgd_at-seed1/backup/state.json",
+        "cifar10_pgd_at-seed1/log.txt",
+        *(f"cifar10_pgd_at_he-seed0/{n}" for n in ("model.keras", "config.json", "history.json",
+                                                   "log.txt", "report/cache/unit-0.json"))])
+    assert sorted(str(p.relative_to(kept / "results")) for p in (kept / "results").rglob("*.json")
+                  ) == ["cifar10_pgd_at/seed0.json", "cifar10_pgd_at/seed0.report.json",
+                        "cifar10_trades/seed0.json"]
+    # Saving again after another epoch replaces the run's older state.
+    (runs / "cifar10_pgd_at-seed1" / "backup" / "backup-3.weights.h5").unlink()
+    (runs / "cifar10_pgd_at-seed1" / "backup" / "backup-4.weights.h5").write_text("epoch 4")
+    assert carry(worktree, "save", "--main", str(main)).returncode == 0
+    assert sorted(p.name for p in (kept / "runs" / "cifar10_pgd_at-seed1" / "backup").iterdir()
+                  ) == ["backup-4.weights.h5", "state.json"]
+
+    git("add", "-A")
+    git("commit", "--quiet", "-m", "carry")
+    git("worktree", "add", "--quiet", str(fresh), (kept / "PINNED").read_text().strip())
+    restored = carry(fresh, "restore", "--main", str(main))
+    assert restored.returncode == 0, restored.stderr
+    fresh_runs = fresh / "experiments" / "runs"
+    assert (fresh_runs / "cifar10_pgd_at-seed1" / "backup" / "backup-4.weights.h5"
+            ).read_text() == "epoch 4"
+    assert (fresh_runs / "cifar10_pgd_at_he-seed0" / "report" / "cache" / "unit-0.json"
+            ).read_text() == "cifar10_pgd_at_he-seed0/report/cache/unit-0.json"
+    assert (fresh / "experiments" / "results" / "cifar10_trades" / "seed0.json").is_file()
+    # Restoring over existing runs is refused, naming the directory; nothing is overwritten.
+    again = carry(fresh, "restore", "--main", str(main))
+    assert again.returncode != 0 and "cifar10_pgd_at-seed0" in again.stderr
+    assert (fresh_runs / "cifar10_pgd_at-seed1" / "backup" / "backup-4.weights.h5").is_file()
+    wrong = carry(fresh, "save", "--main", str(tmp_path))
+    assert wrong.returncode != 0 and f"Received: {str(tmp_path)!r}" in wrong.stderr
