@@ -110,7 +110,13 @@ def test_apgd_breaks_the_same_examples_for_fewer_passes(trained, name, epsilon, 
     fooled_stop = np.argmax(model(x_stop).numpy(), -1) != y
     np.testing.assert_array_equal(fooled_stop, fooled_full)
     assert 0 < fooled_full.sum()
-    np.testing.assert_allclose(x_stop[~fooled_stop], x_full[~fooled_stop], atol=1e-5)
+    # Survivors follow the same trajectory. Where the matmul kernels' rounding depends on the
+    # batch size (oneDNN on an AMD EPYC: 1e-7 between a batch of 100 and its first 37), a
+    # step's sign flips now and then and a pixel ends a step away: at most 1 pixel in 1,000
+    # differs, never a whole example (a survivor wrongly attacked differs in most of them).
+    differs = np.abs(x_stop[~fooled_stop] - x_full[~fooled_stop]) > 1e-5
+    assert differs.mean() <= 1e-3
+    assert differs.reshape(len(differs), -1).mean(1).max() <= 0.02
     assert np.abs(x_stop - x).max() <= epsilon + 1e-6
     # Full: every example in every pass. Stopped: the survivors' share of them, plus each
     # broken example's passes up to its break.
