@@ -96,10 +96,11 @@ def test_attacks_break_a_standard_network(trained, mnist_sample):
     found["square"] = accuracy(model, attacks.Square(epsilon=0.3, num_queries=1000)(
         model, x, y).numpy(), y)
     print(found)
-    # A single start of PGD-20 leaves 1 of these 100 digits on the network the fixture trains
-    # on a Xeon, 2 on an AMD EPYC (its kernels round differently, so training differs): 3 at
-    # most. The APGD attacks and FAB-T leave at most 1 on either.
-    bounds = {"square": 0.05, "pgd-20": 0.03}
+    # PGD-20 and FAB-T (30 steps, 3 targets) leave at most 1 of these 100 digits on the
+    # network the fixture trains on a Xeon, 2 on an AMD EPYC (its kernels round differently,
+    # so training differs; FAB-T's 2 with its sort-based and its bisection projection alike):
+    # 3 at most. The APGD attacks leave at most 1 on either.
+    bounds = {"square": 0.05, "pgd-20": 0.03, "fab-t": 0.03}
     for name, value in found.items():
         assert value <= bounds.get(name, 0.01), found
 
