@@ -92,6 +92,12 @@ def save(main, keep_models):
         relative = os.path.relpath(result, RESULTS)
         _copy(result, os.path.join(carry, "results", relative))
         saved.append(f"result {relative}")
+    ignored = subprocess.check_output(
+        ["git", "ls-files", "--others", "--ignored", "--exclude-standard", "--", carry],
+        cwd=main, text=True).split()
+    if ignored:  # a carry git would not commit carries nothing across sessions
+        _error(f"Expected main's .gitignore to let the carry be committed. Received: "
+               f"{len(ignored)} ignored files, e.g. {ignored[0]!r}")
     print(f"carried into {carry} (pinned {pinned[:10]}):")
     for line in saved:
         print(f"  {line}")

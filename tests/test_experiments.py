@@ -158,6 +158,7 @@ def test_carry_saves_unfinished_runs_into_main_and_restores_them_in_a_new_worktr
 
     (main / "experiments").mkdir(parents=True)
     shutil.copy(os.path.join(EXPERIMENTS, "carry.py"), main / "experiments" / "carry.py")
+    shutil.copy(os.path.join(os.path.dirname(EXPERIMENTS), ".gitignore"), main / ".gitignore")
     git("init", "--quiet", "-b", "main", str(main), cwd=tmp_path)
     git("add", "-A")
     git("commit", "--quiet", "-m", "start")
@@ -206,6 +207,7 @@ def test_carry_saves_unfinished_runs_into_main_and_restores_them_in_a_new_worktr
 
     git("add", "-A")
     git("commit", "--quiet", "-m", "carry")
+    assert "experiments/carry/runs/cifar10_pgd_at-seed1/backup/state.json" in git("ls-files")
     git("worktree", "add", "--quiet", str(fresh), (kept / "PINNED").read_text().strip())
     restored = carry(fresh, "restore", "--main", str(main))
     assert restored.returncode == 0, restored.stderr
