@@ -7,9 +7,12 @@ results (`experiments/results/EXPERIMENT/seedS.json`; PGD-20 accuracy on the who
 breaks ties) is chosen, and its folder written:
 
 - `model.keras`: the model of `RUNS/EXPERIMENT-seedS/model.keras` (where `experiments/run.py`
-  trained it; models are not committed), saved again without its optimizer state, which
-  a user attacking or evaluating the model does not need (a third of the file for Adam's
-  two moments), and computing in float32 if it was trained in mixed precision (the
+  trained it; models are not committed, but `experiments/carry.py` carries the finished
+  CIFAR-10 ones in `experiments/carry/runs`), or, if RUNS does not hold that run and the zoo
+  already ships that seed, the zoo's own copy (an unchanged entry needs no retraining);
+  saved again without its optimizer state, which a user attacking or evaluating the model
+  does not need (a third of the file for Adam's two moments, half for SGD's momentum), and
+  computing in float32 if it was trained in mixed precision (the
   function its report evaluated, and fast on any CPU). Its weights must hash to the
   `weights_sha256` of the committed report: the shipped model is the one that was evaluated.
 - `report.json`: the committed `seedS.report.json`, as it is.
@@ -20,7 +23,7 @@ breaks ties) is chosen, and its folder written:
 
 and `index.json` lists them with the commands that made each. `--check` writes nothing and
 exits 1 if the zoo differs from what the results say (another seed would now be chosen, a
-number or command changed).
+number or command changed, a shipped card is not the one `model_card` now writes).
 """
 
 import argparse
@@ -97,7 +100,6 @@ def _card(report, config, name, result):
 
 def _strip_optimizer(source, target):
     """`source` saved again as `target` without optimizer state; its weights' digest."""
-    from tfrobust.evaluation.inputs import resolve_model
     from tfrobust.models import load_model
 
     from tfrobust.evaluation import precision
@@ -107,7 +109,38 @@ def _strip_optimizer(source, target):
         # Trained in mixed precision: shipped as the float32 function its report evaluated.
         model = precision.lower_precision_copy(model, "float32")
     model.save(target)
-    return resolve_model(target)[1]["weights_sha256"]
+    return _digest(target)
+
+
+def _digest(path):
+    """The `weights_sha256` a report records for the model saved at `path`."""
+    from tfrobust.evaluation.inputs import resolve_model
+
+    return resolve_model(path)[1]["weights_sha256"]
+
+
+def _shipped(name):
+    """The zoo's current index entry called `name`, or None."""
+    try:
+        with open(os.path.join(ZOO, "index.json")) as handle:
+            items = json.load(handle)["models"]
+    except FileNotFoundError:
+        return None
+    return next((item for item in items if item["name"] == name), None)
+
+
+def _run_dir(runs, name, experiment, seed):
+    """Where the chosen seed's `model.keras` and `config.json` are: its run directory under
+    `runs`, else the zoo's folder for `name` if the zoo ships that same experiment and seed."""
+    run_dir = os.path.join(runs, f"{experiment}-seed{seed}")
+    if os.path.isfile(os.path.join(run_dir, "model.keras")):
+        return run_dir
+    shipped = _shipped(name)
+    if shipped and (shipped["experiment"], shipped["seed"]) == (experiment, seed):
+        return os.path.join(ZOO, name)
+    raise SystemExit(f"zoo.py: error: {name} is {experiment} seed {seed}, whose model is "
+                     f"neither in {os.path.relpath(run_dir, ROOT)} nor shipped in the zoo: "
+                     "pass --runs the directory holding that run")
 
 
 def build(runs, out_dir):
@@ -117,15 +150,20 @@ def build(runs, out_dir):
     for name, experiment, dataset, data, description in ENTRIES:
         results = _results(experiment)
         result = choose(results)
-        run_dir = os.path.join(runs, f"{experiment}-seed{result['seed']}")
+        run_dir = _run_dir(runs, name, experiment, result["seed"])
         with open(os.path.join(RESULTS, experiment, f"seed{result['seed']}.report.json")) as f:
             report = json.load(f)
         with open(os.path.join(run_dir, "config.json")) as handle:
             config = json.load(handle)
         folder = os.path.join(out_dir, name)
         os.makedirs(folder, exist_ok=True)
-        digest = _strip_optimizer(os.path.join(run_dir, "model.keras"),
-                                  os.path.join(folder, "model.keras"))
+        if run_dir == os.path.join(ZOO, name):  # already stripped: kept byte for byte
+            shutil.copyfile(os.path.join(run_dir, "model.keras"),
+                            os.path.join(folder, "model.keras"))
+            digest = _digest(os.path.join(folder, "model.keras"))
+        else:
+            digest = _strip_optimizer(os.path.join(run_dir, "model.keras"),
+                                      os.path.join(folder, "model.keras"))
         if digest != report["model"]["weights_sha256"]:
             raise SystemExit(f"zoo.py: error: {run_dir}/model.keras is not the model its "
                              "committed report evaluated (weights_sha256 differs)")
@@ -147,7 +185,7 @@ def build(runs, out_dir):
 
 
 def check(zoo_dir=ZOO):
-    """Differences between the zoo's index and what the committed results choose."""
+    """Differences between the zoo's index and cards and what the committed results give."""
     with open(os.path.join(zoo_dir, "index.json")) as handle:
         shipped = {item["name"]: item for item in json.load(handle)["models"]}
     problems = []
@@ -161,6 +199,20 @@ def check(zoo_dir=ZOO):
                                shipped[name]["size_bytes"])
         if expected != shipped[name]:
             problems.append(f"{name}: the zoo has {shipped[name]}, the results say {expected}")
+            continue
+        # The card as `tfrobust.evaluation.model_card` writes it today, from the shipped
+        # report and config: a change there must reach the shipped cards.
+        folder = os.path.join(zoo_dir, name)
+        files = {}
+        for file in ("report.json", "config.json", "model_card.json"):
+            with open(os.path.join(folder, file)) as handle:
+                files[file] = json.load(handle)
+        card = _card(files["report.json"], files["config.json"], name, result)
+        if card != files["model_card.json"]:
+            changed = sorted(key for key in set(card) | set(files["model_card.json"])
+                             if card.get(key) != files["model_card.json"].get(key))
+            problems.append(f"{name}: the shipped model_card.json differs from the one its "
+                            f"report and config give today in {changed}")
     return problems
 
 

@@ -1,5 +1,6 @@
 """The pretrained zoo: shipped in the package, loaded offline, and as good as its card says."""
 
+import importlib.util
 import json
 import math
 import os
@@ -47,6 +48,38 @@ def test_the_zoo_is_what_the_committed_results_choose():
     result = subprocess.run([sys.executable, "experiments/zoo.py", "--check"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _zoo_script():
+    spec = importlib.util.spec_from_file_location("experiments_zoo",
+                                                  os.path.join(ROOT, "experiments", "zoo.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_zoo_rebuilds_from_its_own_models_when_the_runs_are_gone(tmp_path, monkeypatch):
+    # Models are not committed: an unchanged entry is rebuilt from the zoo's own copy, byte
+    # for byte, so that adding an entry does not need every older run's model.
+    script = _zoo_script()
+    script.build(str(tmp_path / "runs"), str(tmp_path / "zoo"))
+    shipped = sorted(os.path.relpath(os.path.join(folder, file), zoo.ZOO_DIR)
+                     for folder, _, files in os.walk(zoo.ZOO_DIR) for file in files)
+    rebuilt = sorted(os.path.relpath(os.path.join(folder, file), tmp_path / "zoo")
+                     for folder, _, files in os.walk(tmp_path / "zoo") for file in files)
+    assert rebuilt == shipped and len(shipped) == 1 + 4 * len(NAMES)
+    for file in shipped:
+        with open(os.path.join(zoo.ZOO_DIR, file), "rb") as a, \
+                open(tmp_path / "zoo" / file, "rb") as b:
+            assert a.read() == b.read(), file
+    # Another seed chosen, whose run is not there: refused, naming it, and nothing written.
+    other = dict(script.choose(script._results("mnist_pgd_at")), seed=7)
+    monkeypatch.setattr(script, "choose", lambda results: other)
+    with pytest.raises(SystemExit, match=r"mnist-pgd-at is mnist_pgd_at seed 7, whose model is "
+                                         r"neither in experiments/runs/mnist_pgd_at-seed7 nor "
+                                         r"shipped in the zoo: pass --runs"):
+        script.build(os.path.join(ROOT, "experiments", "runs"), str(tmp_path / "other"))
+    assert not os.listdir(tmp_path / "other")
 
 
 @pytest.mark.parametrize("name", NAMES)
