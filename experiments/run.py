@@ -127,7 +127,10 @@ def run_one(name, seed, eval_limit, overwrite):
         "options": options,
         "provenance": {k: v for k, v in config_json.items()
                        if k not in ("options", "model", "data_info")},
+        # Both count only the last session of a run resumed across sessions: these say so.
         "timings": {"train_seconds": history["train_seconds"],
+                    "resumed_after_epoch": history.get("resumed_after_epoch", 0),
+                    "evaluation_units": report.get("units"),
                     "train_process_seconds": None if train_seconds is None
                     else round(train_seconds, 1),
                     "evaluate_process_seconds": round(evaluate_seconds, 1),

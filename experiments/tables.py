@@ -60,12 +60,37 @@ def pct(value):
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
+def _report(record):
+    path = os.path.join(RESULTS, record["experiment"], f"seed{record['seed']}.report.json")
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _minutes(record):
+    """Training and evaluation minutes; a run resumed across sessions says which part each
+    counts (training: the last session's epochs; evaluation: every unit's own seconds, those
+    of the units an earlier session computed included, rather than the last process's wall)."""
+    timings, e = record["timings"], record["evaluation"]
+    train = f"{timings['train_seconds'] / 60:.1f}"
+    resumed = timings.get("resumed_after_epoch")
+    if resumed:
+        train += f" (epochs {resumed + 1}-{len(record['history'])})"
+    evaluate = f"{e['seconds']['total'] / 60:.1f}"
+    report = _report(record)
+    if report["units"]["reused"]:
+        seconds = report["timings"]
+        units = (seconds["total"] - seconds["ensemble"]
+                 + sum(attack["seconds"] for attack in report["attacks"]))
+        evaluate = (f"{units / 60:.1f} ({report['units']['reused']} of "
+                    f"{report['units']['reused'] + report['units']['computed']} units resumed)")
+    return [train, evaluate]
+
+
 def _cells(record):
     e = record["evaluation"]
     failed = ", ".join(e["failed_checks"]) or "all pass"
     return [pct(record["pgd20"]["clean"]), pct(record["pgd20"]["pgd20"]), pct(e["clean"]),
-            pct(e["autoattack"]), failed, f"{record['timings']['train_seconds'] / 60:.1f}",
-            f"{e['seconds']['total'] / 60:.1f}"]
+            pct(e["autoattack"]), failed, *_minutes(record)]
 
 
 HEADER = ["clean (10k)", "PGD-20 (10k)", "clean (500)", "AutoAttack (500)", "failed checks",

@@ -35,9 +35,17 @@ def _results(directory):
                   if not p.endswith(".report.json"))
 
 
-# (result, its config directory, report images, PGD-20 images at least): the 5-epoch results,
-# and the one-epoch results they superseded (kept with their own configs).
-RESULTS = ([(p, EXPERIMENTS, 500, 10000) for p in _results(EXPERIMENTS)]
+# Issue 22 evaluates the CIFAR-10 PGD-AT pairs on 1,000 test images (experiments/lanes.sh).
+THOUSAND = ("cifar10_pgd_at", "cifar10_pgd_at_he")
+
+
+def _report_images(path):
+    return 1000 if os.path.basename(os.path.dirname(path)) in THOUSAND else 500
+
+
+# (result, its config directory, report images, PGD-20 images at least): the 5-epoch and
+# CIFAR-10 results, and the one-epoch results they superseded (kept with their own configs).
+RESULTS = ([(p, EXPERIMENTS, _report_images(p), 10000) for p in _results(EXPERIMENTS)]
            + [(p, SUPERSEDED, 100, 1000) for p in _results(SUPERSEDED)])
 
 
@@ -77,6 +85,7 @@ def test_every_result_matches_its_config_and_report(path, directory, report_imag
     assert evaluation["autoattack"] == report["robust_accuracy"]
     assert evaluation["clean"] == report["clean_accuracy"]
     assert evaluation["examples"] == report["data"]["num_examples"] == report_images
+    assert f"--limit {report_images} " in record["commands"][1]
     # AutoAttack's worst case never exceeds the clean accuracy or any single attack's.
     assert evaluation["autoattack"] <= min(evaluation["after_each_attack"].values()) + 1e-9
     assert evaluation["autoattack"] <= evaluation["clean"]
