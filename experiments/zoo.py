@@ -44,6 +44,9 @@ ENTRIES = (
     ("mnist-pgd-at-he", "mnist_pgd_at_he", "mnist", "mnist-sample",
      "small_cnn (TRADES' SmallCNN), PGD-AT+HE (s = 15, m = 0.2) with PGD-10 at L-inf 0.3, "
      "5 epochs of full MNIST"),
+    ("cifar10-pgd-at", "cifar10_pgd_at", "cifar10", "cifar10-sample",
+     "preact_resnet18 at base width 16 (701,018 parameters), PGD-AT with PGD-7 at L-inf 8/255, "
+     "10 epochs of CIFAR-10"),
 )
 
 
