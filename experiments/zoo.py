@@ -6,14 +6,14 @@ For each zoo entry below, the seed with the highest AutoAttack accuracy in its c
 results (`experiments/results/EXPERIMENT/seedS.json`; PGD-20 accuracy on the whole test split
 breaks ties) is chosen, and its folder written:
 
-- `model.keras`: the model of `RUNS/EXPERIMENT-seedS/model.keras` (where `experiments/run.py`
-  trained it; models are not committed, but `experiments/carry.py` carries the finished
-  CIFAR-10 ones in `experiments/carry/runs`), or, if RUNS does not hold that run and the zoo
-  already ships that seed, the zoo's own copy (an unchanged entry needs no retraining);
-  saved again without its optimizer state, which a user attacking or evaluating the model
-  does not need (a third of the file for Adam's two moments, half for SGD's momentum), and
-  computing in float32 if it was trained in mixed precision (the
-  function its report evaluated, and fast on any CPU). Its weights must hash to the
+- `model.keras`: the zoo's own copy if it already ships that seed (kept byte for byte, so an
+  unchanged entry needs neither its run nor a new file in git), else the model of
+  `RUNS/EXPERIMENT-seedS/model.keras` (where `experiments/run.py` trained it; models are not
+  committed, but `experiments/carry.py` carries the finished CIFAR-10 ones in
+  `experiments/carry/runs`), saved again without its optimizer state, which a user
+  attacking or evaluating the model does not need (a third of the file for Adam's two
+  moments, half for SGD's momentum), and computing in float32 if it was trained in mixed
+  precision (the function its report evaluated, and fast on any CPU). Its weights must hash to the
   `weights_sha256` of the committed report: the shipped model is the one that was evaluated.
 - `report.json`: the committed `seedS.report.json`, as it is.
 - `config.json`: the run's `config.json` (what `tfrobust train` resolved and trained with),
@@ -47,6 +47,9 @@ ENTRIES = (
     ("cifar10-pgd-at", "cifar10_pgd_at", "cifar10", "cifar10-sample",
      "preact_resnet18 at base width 16 (701,018 parameters), PGD-AT with PGD-7 at L-inf 8/255, "
      "10 epochs of CIFAR-10"),
+    ("cifar10-pgd-at-he", "cifar10_pgd_at_he", "cifar10", "cifar10-sample",
+     "preact_resnet18 at base width 16 (701,018 parameters), PGD-AT+HE (s = 15, m = 0.2) with "
+     "PGD-7 at L-inf 8/255, 10 epochs of CIFAR-10"),
 )
 
 
@@ -133,14 +136,15 @@ def _shipped(name):
 
 
 def _run_dir(runs, name, experiment, seed):
-    """Where the chosen seed's `model.keras` and `config.json` are: its run directory under
-    `runs`, else the zoo's folder for `name` if the zoo ships that same experiment and seed."""
+    """Where the chosen seed's `model.keras` and `config.json` are: the zoo's folder for
+    `name` if the zoo already ships that experiment and seed (kept byte for byte: a rebuild
+    changes nothing it need not), else its run directory under `runs`."""
     run_dir = os.path.join(runs, f"{experiment}-seed{seed}")
-    if os.path.isfile(os.path.join(run_dir, "model.keras")):
-        return run_dir
     shipped = _shipped(name)
     if shipped and (shipped["experiment"], shipped["seed"]) == (experiment, seed):
         return os.path.join(ZOO, name)
+    if os.path.isfile(os.path.join(run_dir, "model.keras")):
+        return run_dir
     raise SystemExit(f"zoo.py: error: {name} is {experiment} seed {seed}, whose model is "
                      f"neither in {os.path.relpath(run_dir, ROOT)} nor shipped in the zoo: "
                      "pass --runs the directory holding that run")

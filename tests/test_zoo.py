@@ -27,7 +27,7 @@ LIMIT = 100
 
 
 def test_the_zoo_lists_its_models_with_their_files_and_provenance():
-    assert NAMES == ["mnist-pgd-at", "mnist-pgd-at-he", "cifar10-pgd-at"]
+    assert NAMES == ["mnist-pgd-at", "mnist-pgd-at-he", "cifar10-pgd-at", "cifar10-pgd-at-he"]
     total = 0
     for entry in ENTRIES:
         assert os.path.getsize(entry.model_file) == entry.size_bytes
@@ -41,8 +41,9 @@ def test_the_zoo_lists_its_models_with_their_files_and_provenance():
             f"--seed {entry.seed} --output experiments/runs/{entry.experiment}-seed{entry.seed}")
         assert entry.commands[1].startswith("python -m tfrobust evaluate ")
         assert entry.name in str(entry) and f"{card['clean_acc']}%" in str(entry)
-    # "A few MB in all": without optimizer state an MNIST small_cnn is 1.3 MB, a CIFAR-10
-    # preact_resnet18 at base width 16 3.05 MB (701,018 float32 parameters and its statistics).
+    # "A few MB in all" (8.7 MB): without optimizer state an MNIST small_cnn is 1.3 MB, a
+    # CIFAR-10 preact_resnet18 at base width 16 3.05 MB (701,018 float32 parameters and its
+    # statistics).
     assert total < 1e7
 
 
@@ -122,12 +123,14 @@ def test_a_zoo_model_re_evaluated_agrees_with_its_card(name, tmp_path):
 
 def test_a_zoo_name_not_in_the_zoo_is_refused_with_the_names(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"Expected name to be one of \['cifar10-pgd-at', "
-                                         r"'mnist-pgd-at', 'mnist-pgd-at-he'\]. "
+                                         r"'cifar10-pgd-at-he', 'mnist-pgd-at', "
+                                         r"'mnist-pgd-at-he'\]. "
                                          r"Received: name='mnist'"):
         tfrobust.models.pretrained("mnist")
     assert main(["evaluate", "pretrained:nope", "--report", str(tmp_path / "r")]) == 1
-    assert ("Expected MODEL pretrained:NAME with NAME one of ['cifar10-pgd-at', 'mnist-pgd-at', "
-            "'mnist-pgd-at-he']. Received: MODEL 'pretrained:nope'") in capsys.readouterr().err
+    assert ("Expected MODEL pretrained:NAME with NAME one of ['cifar10-pgd-at', "
+            "'cifar10-pgd-at-he', 'mnist-pgd-at', 'mnist-pgd-at-he']. "
+            "Received: MODEL 'pretrained:nope'") in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

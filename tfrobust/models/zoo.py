@@ -12,7 +12,7 @@ Example:
 
 >>> import tfrobust
 >>> [entry.name for entry in tfrobust.models.pretrained()]  # doctest: +SKIP
-['mnist-pgd-at', 'mnist-pgd-at-he', 'cifar10-pgd-at']
+['mnist-pgd-at', 'mnist-pgd-at-he', 'cifar10-pgd-at', 'cifar10-pgd-at-he']
 >>> model = tfrobust.models.pretrained("mnist-pgd-at")  # doctest: +SKIP
 >>> tfrobust.evaluate(model, "mnist-sample", limit=100, attacks="pgd")  # doctest: +SKIP
 """
