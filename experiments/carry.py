@@ -12,8 +12,8 @@ session, copies what a resumed run needs into MAIN/experiments/carry/ for a comm
   backup (`backup/`: weights and optimizer state of the last finished epoch), the trained
   model and its `config.json` and `history.json` once training has ended, the evaluation's
   unit cache (`report/cache/`) and `log.txt`;
-- the finished models of the zoo's experiments (`--keep-models`), which `experiments/zoo.py`
-  reads when every seed has finished;
+- the finished models of the zoo's experiments (`--keep-models`): `model.keras` and
+  `config.json`, both of which `experiments/zoo.py` reads for the seed it ships;
 - the results committed on the worktree's branch, under `results/` (bring them to main's
   `experiments/results/` with the tables: see experiments/README.md);
 - `PINNED`: the main commit the worktree runs (the merge base of its branch and main).
@@ -79,7 +79,7 @@ def save(main, keep_models):
         finished = os.path.isfile(os.path.join(RESULTS, name, f"seed{seed}.json"))
         if finished and name not in keep_models:
             continue
-        parts = ("model.keras",) if finished else STATE
+        parts = ("model.keras", "config.json") if finished else STATE
         parts = [p for p in parts if os.path.exists(os.path.join(run_dir, p))]
         if not parts:
             continue

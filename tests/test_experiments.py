@@ -178,7 +178,7 @@ def test_carry_saves_unfinished_runs_into_main_and_restores_them_in_a_new_worktr
         "cifar10_pgd_at-seed1": ["backup/state.json", "backup/backup-3.weights.h5", "log.txt"],
         "cifar10_pgd_at_he-seed0": ["model.keras", "config.json", "history.json", "log.txt",
                                     "report/cache/unit-0.json", "report/report.lock"],
-        "cifar10_pgd_at-seed0": ["model.keras", "log.txt", "report/report.json"],
+        "cifar10_pgd_at-seed0": ["model.keras", "config.json", "log.txt", "report/report.json"],
         "cifar10_trades-seed0": ["model.keras", "log.txt"],
     }
     for run, names in files.items():
@@ -199,7 +199,8 @@ def test_carry_saves_unfinished_runs_into_main_and_restores_them_in_a_new_worktr
     carried = sorted(str(p.relative_to(kept / "runs")) for p in (kept / "runs").rglob("*")
                      if p.is_file())
     assert carried == sorted([
-        "cifar10_pgd_at-seed0/model.keras",  # finished, kept for the zoo
+        "cifar10_pgd_at-seed0/model.keras",  # finished, kept for the zoo,
+        "cifar10_pgd_at-seed0/config.json",  # which reads both
         "cifar10_pgd_at-seed1/backup/backup-3.weights.h5", "cifar10_pgd_at-seed1/backup/state.json",
         "cifar10_pgd_at-seed1/log.txt",
         *(f"cifar10_pgd_at_he-seed0/{n}" for n in ("model.keras", "config.json", "history.json",
