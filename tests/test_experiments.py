@@ -233,3 +233,62 @@ def test_carry_saves_unfinished_runs_into_main_and_restores_them_in_a_new_worktr
     assert (fresh_runs / "cifar10_pgd_at-seed1" / "backup" / "backup-4.weights.h5").is_file()
     wrong = carry(fresh, "save", "--main", str(tmp_path))
     assert wrong.returncode != 0 and f"Received: {str(tmp_path)!r}" in wrong.stderr
+
+
+def _queued():
+    """The NAME:SEED[:EVAL_LIMIT] items of experiments/lanes.sh's queues, as (NAME, SEED)."""
+    import re
+
+    with open(os.path.join(EXPERIMENTS, "lanes.sh")) as handle:
+        return re.findall(r"\b([a-z0-9_]+):(\d+)(?::\d+)?\b", handle.read())
+
+
+CONFIGS = sorted(glob.glob(os.path.join(EXPERIMENTS, "configs", "*.toml")))
+
+
+def test_the_lanes_queue_every_config_and_nothing_else():
+    """A lane stops at its first failing item (`set -e`): a queued name without a config
+    would end the lane hours into a session."""
+    queued = {name for name, _ in _queued()}
+    assert queued == {os.path.basename(p)[:-len(".toml")] for p in CONFIGS}
+    assert ("cifar10_pgd_at", "2") in _queued() and ("mnist_adr", "2") in _queued()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p)[:-len(".toml")])
+def test_every_experiment_config_resolves_and_builds_what_it_says(path):
+    """Each config through `tfrobust train`'s own parser and option resolution, then the
+    model it would train: the method, the head, ADR and the training attack are what the file
+    says, before a lane spends hours on it (the data is not read: shapes are given)."""
+    import keras
+    import numpy as np
+
+    from tfrobust import recipe
+    from tfrobust.cli import train
+    from tfrobust.cli.main import build_parser
+    from tfrobust.data.sources import DatasetInfo
+
+    with open(path, "rb") as handle:
+        written = tomllib.load(handle)
+    args, extras = build_parser().parse_known_args(["train", "--config", path])
+    assert extras == []
+    options = train.resolve_options(args)
+    shape = (32, 32, 3) if written["data"].endswith("cifar10") else (28, 28, 1)
+    info = DatasetInfo(written["data"], shape, written.get("num_classes", 10), "npz")
+    try:
+        model = recipe.build_model(options, info, steps_per_epoch=10)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    frameworks = {"pgd-at": "PGDAT", "trades": "TRADES", "fast-at": "FastAT"}
+    expected = "ADR" if written.get("adr") else frameworks[written["method"]]
+    assert type(model.objective).__name__ == expected
+    assert type(model.head).__name__ == ("HypersphereDense" if written.get("head") == "hypersphere"
+                                         else "Dense")
+    if written.get("head") == "hypersphere":  # the PGD-AT+HE and TRADES+HE reference values
+        assert (model.head.scale, model.head.margin) == (15.0, 0.2)
+    assert model.attack.epsilon == pytest.approx(written.get("epsilon", options["epsilon"]))
+    if "num_steps" in written:
+        assert model.attack.num_steps == written["num_steps"]
+    if "optimizer" in written:
+        assert type(model.optimizer).__name__.lower() == written["optimizer"]
+    logits = model.predict(np.zeros((2, *shape), "float32"), verbose=0)
+    assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
