@@ -23,7 +23,18 @@ case "${1:-}" in
                   cifar10_pgd_at_he:2:1000 cifar10_trades_he:0:500" ;;
   *) echo "usage: experiments/lanes.sh a|b|cifar-a|cifar-b" >&2; exit 2 ;;
 esac
+# A failing item is reported and the lane goes on to the next (it runs unattended for hours);
+# the lane's exit status says whether any item failed.
+failed=""
 for item in $queue; do
   IFS=: read -r name seed limit <<< "$item"
-  python experiments/run.py "$name" --seeds "$seed" --eval-limit "${limit:-500}" --commit
+  if ! python experiments/run.py "$name" --seeds "$seed" --eval-limit "${limit:-500}" --commit
+  then
+    echo "lanes.sh: $item failed; going on with the rest of the queue" >&2
+    failed="$failed $item"
+  fi
 done
+if [ -n "$failed" ]; then
+  echo "lanes.sh: failed:$failed" >&2
+  exit 1
+fi

@@ -247,8 +247,8 @@ CONFIGS = sorted(glob.glob(os.path.join(EXPERIMENTS, "configs", "*.toml")))
 
 
 def test_the_lanes_queue_every_config_and_nothing_else():
-    """A lane stops at its first failing item (`set -e`): a queued name without a config
-    would end the lane hours into a session."""
+    """A queued name without a config would fail hours into a session, and its lane time with
+    it; a config no lane queues would never run."""
     queued = {name for name, _ in _queued()}
     assert queued == {os.path.basename(p)[:-len(".toml")] for p in CONFIGS}
     assert ("cifar10_pgd_at", "2") in _queued() and ("mnist_adr", "2") in _queued()
@@ -292,3 +292,31 @@ def test_every_experiment_config_resolves_and_builds_what_it_says(path):
         assert type(model.optimizer).__name__.lower() == written["optimizer"]
     logits = model.predict(np.zeros((2, *shape), "float32"), verbose=0)
     assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
+
+
+def test_a_lane_goes_on_past_a_failing_item_and_says_which_failed(tmp_path):
+    """`experiments/lanes.sh cifar-a` from the command line, with a stand-in for run.py that
+    records each call and fails one item: every later item still runs, and the lane's exit
+    status and last line name the failure."""
+    import shutil
+    import subprocess
+
+    (tmp_path / "experiments").mkdir()
+    shutil.copy(os.path.join(EXPERIMENTS, "lanes.sh"), tmp_path / "experiments" / "lanes.sh")
+    (tmp_path / "experiments" / "run.py").write_text(
+        "import sys\n"
+        "open('calls.txt', 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        "sys.exit(3 if sys.argv[1] == 'cifar10_fast_at' else 0)\n")
+    lane = subprocess.run(["bash", str(tmp_path / "experiments" / "lanes.sh"), "cifar-a"],
+                          cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
+                                   + os.environ["PATH"]))
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    queue = [(n, s) for n, s in _queued() if n.startswith("cifar10_") and not n.endswith("_he")]
+    assert [tuple(c.split()[0:3:2]) for c in calls] == queue
+    assert "cifar10_fast_at --seeds 0 --eval-limit 500 --commit" in calls
+    assert lane.returncode == 1
+    assert lane.stderr.splitlines()[-1] == "lanes.sh: failed: cifar10_fast_at:0:500"
+    usage = subprocess.run(["bash", str(tmp_path / "experiments" / "lanes.sh"), "c"],
+                           capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage: experiments/lanes.sh" in usage.stderr
