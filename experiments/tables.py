@@ -12,6 +12,7 @@ a missing run shows as "not run". Each table sits in the README between
 import argparse
 import glob
 import json
+import math
 import os
 import re
 import statistics
@@ -172,6 +173,69 @@ def seeds_table(rows=SEEDS, dataset="MNIST", report_images=500):
     return "\n".join(lines)
 
 
+def load_report(name, seed):
+    """The evaluation report of one result, or None when it was not committed."""
+    path = os.path.join(RESULTS, name, f"seed{seed}.report.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def paired(base, other):
+    """Two reports on the same images, compared image by image.
+
+    Returns the images robust under both, under `base` only and under `other` only, the
+    robust-accuracy gap `other - base`, its paired standard error (of the mean of the
+    per-image differences) and the exact two-sided McNemar p-value (a binomial test of the
+    discordant images at one half). This is the noise of the image sample alone, for models
+    fixed; the spread over seeds is the noise of training.
+    """
+    for key in ("name", "split", "limit", "sha256"):
+        if base["data"][key] != other["data"][key]:
+            raise ValueError(f"Expected two reports on the same images. Received: data {key} "
+                             f"{base['data'][key]!r} and {other['data'][key]!r}")
+    a = [outcome == "robust" for outcome in base["broken_by"]]
+    b = [outcome == "robust" for outcome in other["broken_by"]]
+    n = len(a)
+    both = sum(x and y for x, y in zip(a, b))
+    only_base = sum(x and not y for x, y in zip(a, b))
+    only_other = sum(y and not x for x, y in zip(a, b))
+    gap = (only_other - only_base) / n
+    # Variance of the per-image differences (each -1, 0 or 1), over n - 1.
+    variance = ((only_base + only_other) / n - gap * gap) * n / (n - 1)
+    discordant = only_base + only_other
+    tail = sum(math.comb(discordant, k) for k in range(min(only_base, only_other) + 1))
+    p_value = min(1.0, 2 * tail / 2 ** discordant) if discordant else 1.0
+    return {"images": n, "both": both, "only_base": only_base, "only_other": only_other,
+            "gap": gap, "standard_error": math.sqrt(variance / n), "p_value": p_value}
+
+
+def paired_table(rows=SEEDS, dataset="MNIST"):
+    """Each row against the first on the same report images, seed by seed."""
+    base_label, base_name = rows[0]
+    lines = [f"| {dataset}, the same report images | seed | images | robust under both | "
+             f"only {base_label} | only the other | AutoAttack gap | paired standard error | "
+             "McNemar p |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, name in rows[1:]:
+        seeds = sorted(set(load(name)) & set(load(base_name)))
+        compared = [(s, load_report(base_name, s), load_report(name, s)) for s in seeds]
+        compared = [(s, a, b) for s, a, b in compared if a is not None and b is not None]
+        if not compared:
+            lines.append(f"| {label} vs {base_label} | not run |" + " |" * 7)
+        for seed, base, other in compared:
+            c = paired(base, other)
+            lines.append(f"| {label} vs {base_label} | {seed} | {c['images']:,} | {c['both']} | "
+                         f"{c['only_base']} | {c['only_other']} | {100 * c['gap']:+.1f} | "
+                         f"{100 * c['standard_error']:.1f} | {c['p_value']:.2g} |")
+    return "\n".join(lines)
+
+
+def cifar_paired_table():
+    return paired_table(CIFAR_SEEDS, "CIFAR-10")
+
+
 def cifar_seeds_table():
     return seeds_table(CIFAR_SEEDS, "CIFAR-10", 1000)
 
@@ -214,7 +278,8 @@ def short_runs_table():
 
 TABLES = {"seeds": seeds_table, "ablation": ablation_table, "findings": findings_table,
           "short_runs": short_runs_table, "cifar_seeds": cifar_seeds_table,
-          "cifar_frameworks": cifar_frameworks_table}
+          "cifar_frameworks": cifar_frameworks_table, "paired": paired_table,
+          "cifar_paired": cifar_paired_table}
 _BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- end table -->)", re.S)
 
 

@@ -320,3 +320,28 @@ def test_a_lane_goes_on_past_a_failing_item_and_says_which_failed(tmp_path):
     usage = subprocess.run(["bash", str(tmp_path / "experiments" / "lanes.sh"), "c"],
                            capture_output=True, text=True)
     assert usage.returncode == 2 and "usage: experiments/lanes.sh" in usage.stderr
+
+
+def _report_of(robust, n, sha="a"):
+    return {"data": {"name": "d", "split": "test", "limit": n, "sha256": sha},
+            "broken_by": ["robust" if i in robust else "apgd-ce" for i in range(n)]}
+
+
+def test_paired_comparison_counts_images_and_matches_the_closed_forms():
+    paired = _module("tables").paired
+    # Robust images {0, 1, 2} against none of 4: differences -1, -1, -1, 0 (mean -0.75,
+    # sample variance 0.25, standard error sqrt(0.25 / 4)); McNemar: 3 discordant images
+    # all one way, p = 2 * (1/2)**3.
+    c = paired(_report_of({0, 1, 2}, 4), _report_of(set(), 4))
+    assert (c["images"], c["both"], c["only_base"], c["only_other"]) == (4, 0, 3, 0)
+    assert c["gap"] == pytest.approx(-0.75) and c["standard_error"] == pytest.approx(0.25)
+    assert c["p_value"] == pytest.approx(0.25)
+    # Two of each way: no gap, and the two-sided p-value is capped at 1.
+    c = paired(_report_of({0, 1, 2, 3}, 10), _report_of({2, 3, 4, 5}, 10))
+    counts = (c["both"], c["only_base"], c["only_other"], c["gap"], c["p_value"])
+    assert counts == (2, 2, 2, 0.0, 1.0)
+    # 1 against 9 discordant: p = 2 * (C(10,0) + C(10,1)) / 2**10.
+    c = paired(_report_of({0}, 20), _report_of(set(range(1, 10)), 20))
+    assert c["p_value"] == pytest.approx(2 * 11 / 1024)
+    with pytest.raises(ValueError, match="sha256 'a' and 'b'"):
+        paired(_report_of({0}, 4), _report_of({0}, 4, sha="b"))
