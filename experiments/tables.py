@@ -173,15 +173,6 @@ def seeds_table(rows=SEEDS, dataset="MNIST", report_images=500):
     return "\n".join(lines)
 
 
-def load_report(name, seed):
-    """The evaluation report of one result, or None when it was not committed."""
-    path = os.path.join(RESULTS, name, f"seed{seed}.report.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as handle:
-        return json.load(handle)
-
-
 def paired(base, other):
     """Two reports on the same images, compared image by image.
 
@@ -218,14 +209,14 @@ def paired_table(rows=SEEDS, dataset="MNIST"):
              f"only {base_label} | only the other | AutoAttack gap | paired standard error | "
              "McNemar p |",
              "|---|---|---|---|---|---|---|---|---|"]
+    base_runs = load(base_name)
     for label, name in rows[1:]:
-        seeds = sorted(set(load(name)) & set(load(base_name)))
-        compared = [(s, load_report(base_name, s), load_report(name, s)) for s in seeds]
-        compared = [(s, a, b) for s, a, b in compared if a is not None and b is not None]
-        if not compared:
+        runs = load(name)
+        seeds = sorted(set(runs) & set(base_runs))
+        if not seeds:
             lines.append(f"| {label} vs {base_label} | not run |" + " |" * 7)
-        for seed, base, other in compared:
-            c = paired(base, other)
+        for seed in seeds:
+            c = paired(_report(base_runs[seed]), _report(runs[seed]))
             lines.append(f"| {label} vs {base_label} | {seed} | {c['images']:,} | {c['both']} | "
                          f"{c['only_base']} | {c['only_other']} | {100 * c['gap']:+.1f} | "
                          f"{100 * c['standard_error']:.1f} | {c['p_value']:.2g} |")
