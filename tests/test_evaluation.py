@@ -18,9 +18,9 @@ NUM_TEST = 100
 
 
 @pytest.fixture(scope="module")
-def trained(trained_small_cnn, mnist_sample):
-    """conftest's standard and PGD-AT small_cnn (3,000 training digits), and 100 test digits."""
-    return (trained_small_cnn["standard"], trained_small_cnn["pgd-at"],
+def trained(trained_two_conv_net, mnist_sample):
+    """conftest's standard and PGD-AT two_conv_net (3,000 training digits), and 100 test digits."""
+    return (trained_two_conv_net["standard"], trained_two_conv_net["pgd-at"],
             (mnist_sample[2][:NUM_TEST], mnist_sample[3][:NUM_TEST]))
 
 
