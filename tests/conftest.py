@@ -9,6 +9,22 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+# Test files by their duration on two workers, longest first (`pytest --durations=60`,
+# 2026-12-04, AMD EPYC, nothing else running: the ADR short runs alone took 472 s). With
+# `--no-loadscope-reorder` (setup.cfg) pytest-xdist hands whole files to the workers in this
+# order, so the longest file starts at once instead of last, alone on one worker, while the
+# other worker works through the rest. Files not named keep their order after these.
+LONGEST_FIRST = ("test_reference_fidelity.py", "test_objectives.py", "test_resume.py",
+                 "test_distributed.py", "test_cli.py", "test_tuning.py",
+                 "test_attack_registry.py", "test_evaluation.py", "test_optimizers.py",
+                 "test_evaluate_cli.py", "test_zoo.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
+
+
 def linear_classifier(weights, bias=None, input_shape=(2, 2, 1)):
     """`Flatten -> Dense` with the given (D, K) weights: logits = x_flat @ W + b."""
     weights = np.asarray(weights, "float32")
