@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import two_conv_net
 from tfrobust import attacks, objectives, recipe
 from tfrobust.callbacks import CatastrophicOverfittingGuard
 from tfrobust.models import RobustModel, small_cnn
@@ -198,17 +199,6 @@ def test_bad_framework_arguments(kwargs, match):
         objectives.get(name, **kwargs)
 
 
-def _two_conv_net():
-    """conv16-pool-conv32-pool-fc100: 0.73M multiply-adds a digit against small_cnn's 9.95M,
-    enough for every framework to learn on 3,000 digits in two epochs."""
-    return keras.Sequential([keras.Input((28, 28, 1)),
-                             keras.layers.Conv2D(16, 3, activation="relu"),
-                             keras.layers.MaxPooling2D(),
-                             keras.layers.Conv2D(32, 3, activation="relu"),
-                             keras.layers.MaxPooling2D(), keras.layers.Flatten(),
-                             keras.layers.Dense(100, activation="relu")])
-
-
 @pytest.mark.slow
 def test_every_framework_beats_standard_training_under_attack(mnist_sample):
     # Measured when written (val_adv_accuracy at L-inf 0.2, PGD-20): standard 0.038 (0.942
@@ -221,7 +211,7 @@ def test_every_framework_beats_standard_training_under_attack(mnist_sample):
     results = {}
     for name, epochs in settings.items():
         keras.utils.set_random_seed(0)
-        model = RobustModel(_two_conv_net(), keras.layers.Dense(10), objective=name,
+        model = RobustModel(two_conv_net(), keras.layers.Dense(10), objective=name,
                             attack=attacks.PGD(epsilon=0.2, num_steps=5),
                             eval_attack=attacks.PGD(epsilon=0.2, num_steps=20))
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
