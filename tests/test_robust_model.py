@@ -191,3 +191,45 @@ def test_train_clean_accuracy_is_saved_and_checked(tmp_path):
     assert restored.train_clean_accuracy is False
     with pytest.raises(TypeError, match="train_clean_accuracy='no'"):
         RobustModel(model.backbone, model.head, attack=model.attack, train_clean_accuracy="no")
+
+
+class _CountingTraces(RobustModel):
+    """Counts the Python calls of `train_step`: one per trace of the train function."""
+
+    def __init__(self, *args, defer_optimizer=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.defer_optimizer, self.traces = defer_optimizer, 0
+
+    def _build_optimizer(self):
+        if not self.defer_optimizer:  # True: leave it to the trace, as Keras does
+            super()._build_optimizer()
+
+    def train_step(self, data):
+        self.traces += 1
+        return super().train_step(data)
+
+
+@pytest.mark.parametrize("objective", ["pgd-at", "trades"])
+def test_fit_traces_the_train_step_once_and_trains_as_keras_would(objective):
+    """The optimizer's variables exist before the first trace, so TensorFlow need not
+    trace the step again; left to the trace (Keras' own order) it takes two, and the
+    weights after two epochs are bit for bit the same either way."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(64, 2, 2, 1)).astype("float32")
+    y = rng.integers(0, 2, size=64).astype("int32")
+    traces, weights = {}, {}
+    for defer in (False, True):
+        keras.utils.set_random_seed(0)
+        backbone = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(),
+                                     keras.layers.Dense(8, activation="relu")])
+        model = _CountingTraces(backbone, keras.layers.Dense(2), objective=objective,
+                                attack=attacks.PGD(epsilon=0.1, num_steps=2),
+                                eval_attack=False, defer_optimizer=defer)
+        model.compile(optimizer="adam")
+        assert not model.optimizer.built
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        assert model.optimizer.built and len(model.optimizer.variables) > 2  # Adam's moments
+        traces[defer], weights[defer] = model.traces, model.get_weights()
+    assert traces == {False: 1, True: 2}
+    for built_first, deferred in zip(weights[False], weights[True]):
+        np.testing.assert_array_equal(built_first, deferred)

@@ -333,7 +333,23 @@ class RobustModel(keras.Model):
         if isinstance(x, tf.data.Dataset) and not args:
             # A dataset shuffles itself; Keras would only warn that it cannot.
             kwargs.setdefault("shuffle", False)
+        self._build_optimizer()
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def _build_optimizer(self):
+        """Create the optimizer's variables before the train step is traced.
+
+        Without a distribution strategy Keras 3 leaves them to the first trace, and a
+        `tf.function` that creates variables is traced a second time: every `fit`
+        then traced its train step (PGD loops and all) twice. Keras builds them
+        beforehand itself only under a strategy; this does it in every case, once
+        the network is built (the update is the same: benchmarks/README.md).
+        """
+        if self.optimizer is None or self.optimizer.built:
+            return
+        if all(layer.built for layer in self._flatten_layers()):
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         input_checks.check_fit_data(self, x, y, "x")
