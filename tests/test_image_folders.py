@@ -89,7 +89,7 @@ def test_train_and_evaluate_an_image_folder_from_the_command_line(tmp_path, digi
     run = tmp_path / "run"
     subprocess.run([sys.executable, "-m", "tfrobust", "train", "--data", str(folder),
                     "--image-size", "32x32", "--epochs", "1", "--num-steps", "1",
-                    "--val-limit", "20", "--output", str(run)],
+                    "--eval-num-steps", "2", "--val-limit", "20", "--output", str(run)],
                    check=True, capture_output=True, text=True, env=env, timeout=600)
     config = json.loads((run / "config.json").read_text())
     assert config["options"]["image_size"] == [32, 32]

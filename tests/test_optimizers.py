@@ -144,8 +144,9 @@ def test_train_takes_the_optimizer_options_from_the_command_line(tmp_path, capsy
     out = tmp_path / "run"
     assert main(["train", "--optimizer", "sgd", "--learning-rate", "0.05", "--lr-schedule",
                  "piecewise", "--momentum", "0.8", "--weight-decay", "5e-4", "--epochs", "2",
-                 "--limit", "256", "--batch-size", "64", "--num-steps", "1", "--val-limit",
-                 "64", "--eval-limit", "64", "--output", str(out)]) == 0
+                 "--limit", "256", "--batch-size", "64", "--num-steps", "1",
+                 "--eval-num-steps", "2", "--val-limit", "64", "--eval-limit", "64",
+                 "--output", str(out)]) == 0
     options = json.loads((out / "config.json").read_text())["options"]
     assert {k: options[k] for k in ("optimizer", "learning_rate", "lr_schedule", "momentum",
                                     "weight_decay")} == {
@@ -187,7 +188,8 @@ def test_a_schedule_over_tfrecord_data_counts_its_batches_without_a_warning(tmp_
         assert main(["train", "--data", str(tmp_path), "--num-classes", "10",
                      "--model", "preact_resnet18", "--base-width", "4", "--epsilon", "8/255",
                      "--optimizer", "sgd", "--lr-schedule", "cyclic", "--epochs", "2",
-                     "--batch-size", "16", "--num-steps", "1", "--val-limit", "12",
+                     "--batch-size", "16", "--num-steps", "1", "--eval-num-steps", "2",
+                     "--val-limit", "12",
                      "--output", str(out)]) == 0
     assert not [w for w in caught if "ran out of data" in str(w.message)]
     model = keras.saving.load_model(out / "model.keras")

@@ -55,6 +55,7 @@ def test_a_registered_objective_trains_from_the_cli_tunes_and_round_trips(mixed_
     out = tmp_path / "run"
     status = main(["train", "--method", "mixed-at", "--gamma", "0.25", "--head", "hypersphere",
                    "--limit", "64", "--batch-size", "32", "--epochs", "1", "--num-steps", "1",
+                   "--eval-num-steps", "2",
                    "--val-limit", "32", "--eval-limit", "32", "--output", str(out)])
     assert status == 0
     options = json.loads((out / "config.json").read_text())["options"]
