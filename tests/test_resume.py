@@ -13,7 +13,7 @@ import pytest
 
 from tfrobust import backup as backup_lib
 
-TINY = ["--limit", "512", "--epochs", "3", "--batch-size", "64", "--num-steps", "2",
+TINY = ["--limit", "512", "--epochs", "2", "--batch-size", "64", "--num-steps", "2",
         "--eval-num-steps", "2", "--val-limit", "64", "--eval-limit", "64"]
 TIMEOUT = 300
 
@@ -88,13 +88,13 @@ def test_a_run_killed_between_epochs_resumes_to_the_same_weights(tmp_path, refer
     extra = METHODS[method]
     reference, resumed = references(method), str(tmp_path / "resumed")
     state = kill_when(resumed, extra, lambda s: s["epoch"] >= 1)
-    assert state["batches_done"] == 0 and 1 <= state["epoch"] <= 2
+    assert state["batches_done"] == 0 and state["epoch"] == 1  # the resumed run trains epoch 2
     run(resumed, *extra)
 
     assert not os.path.exists(os.path.join(resumed, "backup"))  # deleted after success
     got, want = history(resumed), history(reference)
     assert got["resumed_after_epoch"] == state["epoch"] and want["resumed_after_epoch"] == 0
-    assert [e["epoch"] for e in got["epochs"]] == [1, 2, 3]
+    assert [e["epoch"] for e in got["epochs"]] == [1, 2]
     assert got["epochs"] == want["epochs"]          # every epoch's logs, to the last bit
     assert got["test"] == want["test"]
     gaps = [float(np.max(np.abs(a - b))) for a, b in zip(weights(resumed), weights(reference))]
@@ -116,13 +116,13 @@ def test_a_run_killed_within_an_epoch_loses_no_finished_epoch(tmp_path, referenc
     got, want = history(resumed), history(reference)
     done = state["epoch"]                                  # epochs finished before the kill
     assert got["resumed_after_epoch"] == done
-    assert [e["epoch"] for e in got["epochs"]] == [1, 2, 3]
+    assert [e["epoch"] for e in got["epochs"]] == [1, 2]
     assert got["epochs"][:done] == want["epochs"][:done]   # kept, not retrained
     steps = {name: int(keras.saving.load_model(os.path.join(out, "model.keras"))
                        .optimizer.iterations.numpy()) for name, out in
              (("resumed", resumed), ("reference", reference))}
-    assert steps["reference"] == 3 * 8
-    assert steps["resumed"] == 3 * 8 + state["batches_done"]
+    assert steps["reference"] == 2 * 8
+    assert steps["resumed"] == 2 * 8 + state["batches_done"]
     gap = max(float(np.max(np.abs(a - b))) for a, b in zip(weights(resumed), weights(reference)))
     print(f"killed in epoch {done + 1} after batch {state['batches_done']}; {steps}; "
           f"max weight gap {gap:.3g}; val_accuracy {got['epochs'][-1]['val_accuracy']} (resumed), "
