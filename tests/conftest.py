@@ -91,25 +91,54 @@ def standard_mlp(mnist_sample):
     return model
 
 
-@pytest.fixture(scope="session")
-def trained_two_conv_net(mnist_sample):
-    """`two_conv_net` after three epochs of standard training, and after two of PGD-AT at
-    L-inf 0.2 (PGD-5).
-
-    On the first 3,000 sample digits, batch 64, Adam 1e-3: the settings of test_objectives'
-    standard and PGD-AT rows. Shared by the attack and evaluation tests; they only read these
-    models.
-    """
+def _train_two_conv_nets(mnist_sample):
+    """The models and Keras histories of `trained_two_conv_net`, trained here."""
     from tfrobust import attacks
     from tfrobust.models import RobustModel
 
     x, y = mnist_sample[0][:3000], mnist_sample[1][:3000]
-    trained = {}
+    trained, histories = {}, {}
     for objective in ("standard", "pgd-at"):
         keras.utils.set_random_seed(0)
         model = RobustModel(two_conv_net(), keras.layers.Dense(10), objective=objective,
                             attack=attacks.PGD(epsilon=0.2, num_steps=5), eval_attack=False)
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        model.fit(x, y, batch_size=64, epochs=3 if objective == "standard" else 2, verbose=0)
+        histories[objective] = model.fit(x, y, batch_size=64, verbose=0,
+                                         epochs=3 if objective == "standard" else 2).history
         trained[objective] = model
-    return trained
+    return trained, histories
+
+
+@pytest.fixture(scope="session")
+def trained_two_conv_net(mnist_sample, tmp_path_factory):
+    """`two_conv_net` after three epochs of standard training, and after two of PGD-AT at
+    L-inf 0.2 (PGD-5), with their training histories (`["history"]`).
+
+    On the first 3,000 sample digits, batch 64, Adam 1e-3: the settings of test_objectives'
+    standard and PGD-AT rows, whose every-framework test takes them from here. Shared by the
+    attack, evaluation and framework tests; they only read these models. Under pytest-xdist
+    the first worker to need them trains them and saves them beside the workers' temporary
+    folders; the other loads those files (the same weights) instead of training again.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # one process: nothing to share
+        trained, histories = _train_two_conv_nets(mnist_sample)
+        return dict(trained, history=histories)
+    import fcntl
+    import json
+
+    folder = tmp_path_factory.getbasetemp().parent / "trained_two_conv_net"
+    folder.mkdir(exist_ok=True)
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)           # the other worker waits while one trains
+        if (folder / "history.json").exists():
+            import tfrobust.models  # noqa: F401  (registers RobustModel for loading)
+
+            trained = {name: keras.saving.load_model(folder / f"{name}.keras", compile=False)
+                       for name in ("standard", "pgd-at")}
+            histories = json.loads((folder / "history.json").read_text())
+        else:
+            trained, histories = _train_two_conv_nets(mnist_sample)
+            for name, model in trained.items():
+                model.save(folder / f"{name}.keras")
+            (folder / "history.json").write_text(json.dumps(histories))  # written last
+    return dict(trained, history=histories)

@@ -200,16 +200,26 @@ def test_bad_framework_arguments(kwargs, match):
 
 
 @pytest.mark.slow
-def test_every_framework_beats_standard_training_under_attack(mnist_sample):
+def test_every_framework_beats_standard_training_under_attack(mnist_sample, trained_two_conv_net):
     # Measured when written (val_adv_accuracy at L-inf 0.2, PGD-20): standard 0.038 (0.942
     # clean), PGD-AT 0.424, TRADES 0.520, ALP 0.488, FreeAT 0.400, FastAT 0.420. The standard
     # network trains three epochs: after two it was at 0.896 clean, short of "it did learn".
     # (With small_cnn, 13.5 times the multiply-adds, the framework rows were 0.456-0.744.)
+    # The standard and PGD-AT rows are conftest's `trained_two_conv_net` (these settings,
+    # trained once for the attack and evaluation tests too), attacked here with the same PGD-20.
     x, y = mnist_sample[0][:3000], mnist_sample[1][:3000]
     x_val, y_val = mnist_sample[2][:500], mnist_sample[3][:500]
-    settings = {"standard": 3, "pgd-at": 2, "trades": 2, "alp": 2, "free-at": 1, "fast-at": 2}
     results = {}
-    for name, epochs in settings.items():
+    for name in ("standard", "pgd-at"):
+        model, history = trained_two_conv_net[name], trained_two_conv_net["history"][name]
+        x_adv = attacks.PGD(epsilon=0.2, num_steps=20)(model, x_val, y_val).numpy()
+        results[name] = float(np.mean(np.argmax(model.predict(x_adv, verbose=0), -1) == y_val))
+        if name == "standard":
+            clean = np.mean(np.argmax(model.predict(x_val, verbose=0), -1) == y_val)
+            assert clean > 0.9                              # the baseline did learn
+        else:
+            assert history["adv_accuracy"][-1] > history["adv_accuracy"][0]
+    for name, epochs in {"trades": 2, "alp": 2, "free-at": 1, "fast-at": 2}.items():
         keras.utils.set_random_seed(0)
         model = RobustModel(two_conv_net(), keras.layers.Dense(10), objective=name,
                             attack=attacks.PGD(epsilon=0.2, num_steps=5),
@@ -218,13 +228,11 @@ def test_every_framework_beats_standard_training_under_attack(mnist_sample):
         history = model.fit(x, y, batch_size=64, epochs=epochs, validation_freq=epochs,
                             validation_data=(x_val, y_val), verbose=0).history
         results[name] = history["val_adv_accuracy"][-1]
-        if name == "standard":
-            assert history["val_accuracy"][-1] > 0.9       # the baseline did learn
-        elif name != "free-at":
+        if name != "free-at":
             assert history["adv_accuracy"][-1] > history["adv_accuracy"][0]  # learns under attack
     print(results)
     assert results["standard"] < 0.2                        # ... and is not robust
-    for name in settings:
+    for name in results:
         if name != "standard":
             assert results[name] > results["standard"] + 0.2, results
 
