@@ -206,17 +206,21 @@ def test_every_framework_beats_standard_training_under_attack(mnist_sample, trai
     # network trains three epochs: after two it was at 0.896 clean, short of "it did learn".
     # (With small_cnn, 13.5 times the multiply-adds, the framework rows were 0.456-0.744.)
     # The standard and PGD-AT rows are conftest's `trained_two_conv_net` (these settings,
-    # trained once for the attack and evaluation tests too), attacked here with the same PGD-20.
+    # trained once for the attack and evaluation tests too), attacked here with the same PGD-20
+    # outside `fit` (another random start): 0.046 and 0.422 (2026-12-05, AMD EPYC).
     x, y = mnist_sample[0][:3000], mnist_sample[1][:3000]
     x_val, y_val = mnist_sample[2][:500], mnist_sample[3][:500]
     results = {}
+
+    def accuracy(model, images):
+        return float(np.mean(np.argmax(model.predict(images, verbose=0), -1) == y_val))
+
     for name in ("standard", "pgd-at"):
         model, history = trained_two_conv_net[name], trained_two_conv_net["history"][name]
-        x_adv = attacks.PGD(epsilon=0.2, num_steps=20)(model, x_val, y_val).numpy()
-        results[name] = float(np.mean(np.argmax(model.predict(x_adv, verbose=0), -1) == y_val))
+        results[name] = accuracy(model, attacks.PGD(epsilon=0.2, num_steps=20)(
+            model, x_val, y_val).numpy())
         if name == "standard":
-            clean = np.mean(np.argmax(model.predict(x_val, verbose=0), -1) == y_val)
-            assert clean > 0.9                              # the baseline did learn
+            assert accuracy(model, x_val) > 0.9             # the baseline did learn
         else:
             assert history["adv_accuracy"][-1] > history["adv_accuracy"][0]
     for name, epochs in {"trades": 2, "alp": 2, "free-at": 1, "fast-at": 2}.items():
