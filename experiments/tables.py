@@ -37,6 +37,10 @@ CIFAR_FRAMEWORKS = [("PGD-AT", "cifar10_pgd_at"), ("PGD-AT + HE", "cifar10_pgd_a
                     ("TRADES", "cifar10_trades"), ("TRADES + HE", "cifar10_trades_he"),
                     ("FastAT", "cifar10_fast_at"), ("FastAT + HE", "cifar10_fast_at_he"),
                     ("ADR (on PGD-AT)", "cifar10_adr")]
+# Each framework with the dense head against the same framework with HE (the seeds of the
+# PGD-AT pair are in CIFAR_SEEDS).
+CIFAR_HE_PAIRS = [(("FastAT", "cifar10_fast_at"), ("FastAT + HE", "cifar10_fast_at_he")),
+                  (("TRADES", "cifar10_trades"), ("TRADES + HE", "cifar10_trades_he"))]
 FINDINGS = [("ADR at the reference latent (flatten, 1,024)", "mnist_adr"),
             ("ADR at the 200-unit features layer", "mnist_adr_features"),
             ("ADR, reference initialisation", "mnist_adr_reference_init"),
@@ -202,29 +206,47 @@ def paired(base, other):
             "gap": gap, "standard_error": math.sqrt(variance / n), "p_value": p_value}
 
 
+def _paired_header(dataset, only_base, only_other):
+    return [f"| {dataset}, the same report images | seed | images | robust under both | "
+            f"only {only_base} | only {only_other} | AutoAttack gap | paired standard error | "
+            "McNemar p |",
+            "|---|---|---|---|---|---|---|---|---|"]
+
+
+def _paired_rows(base, other):
+    """One line per seed both rows ran, `other` against `base` (each a (label, name))."""
+    (base_label, base_name), (label, name) = base, other
+    base_runs, runs = load(base_name), load(name)
+    seeds = sorted(set(runs) & set(base_runs))
+    if not seeds:
+        return [f"| {label} vs {base_label} | not run |" + " |" * 7]
+    lines = []
+    for seed in seeds:
+        c = paired(_report(base_runs[seed]), _report(runs[seed]))
+        lines.append(f"| {label} vs {base_label} | {seed} | {c['images']:,} | {c['both']} | "
+                     f"{c['only_base']} | {c['only_other']} | {100 * c['gap']:+.1f} | "
+                     f"{100 * c['standard_error']:.1f} | {c['p_value']:.2g} |")
+    return lines
+
+
 def paired_table(rows=SEEDS, dataset="MNIST"):
     """Each row against the first on the same report images, seed by seed."""
-    base_label, base_name = rows[0]
-    lines = [f"| {dataset}, the same report images | seed | images | robust under both | "
-             f"only {base_label} | only the other | AutoAttack gap | paired standard error | "
-             "McNemar p |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    base_runs = load(base_name)
-    for label, name in rows[1:]:
-        runs = load(name)
-        seeds = sorted(set(runs) & set(base_runs))
-        if not seeds:
-            lines.append(f"| {label} vs {base_label} | not run |" + " |" * 7)
-        for seed in seeds:
-            c = paired(_report(base_runs[seed]), _report(runs[seed]))
-            lines.append(f"| {label} vs {base_label} | {seed} | {c['images']:,} | {c['both']} | "
-                         f"{c['only_base']} | {c['only_other']} | {100 * c['gap']:+.1f} | "
-                         f"{100 * c['standard_error']:.1f} | {c['p_value']:.2g} |")
+    lines = _paired_header(dataset, rows[0][0], "the other")
+    for row in rows[1:]:
+        lines += _paired_rows(rows[0], row)
     return "\n".join(lines)
 
 
 def cifar_paired_table():
     return paired_table(CIFAR_SEEDS, "CIFAR-10")
+
+
+def cifar_he_pairs_table():
+    """FastAT and TRADES, each with HE against itself with the dense head, image by image."""
+    lines = _paired_header("CIFAR-10", "the dense head", "HE")
+    for base, other in CIFAR_HE_PAIRS:
+        lines += _paired_rows(base, other)
+    return "\n".join(lines)
 
 
 def cifar_seeds_table():
@@ -270,7 +292,7 @@ def short_runs_table():
 TABLES = {"seeds": seeds_table, "ablation": ablation_table, "findings": findings_table,
           "short_runs": short_runs_table, "cifar_seeds": cifar_seeds_table,
           "cifar_frameworks": cifar_frameworks_table, "paired": paired_table,
-          "cifar_paired": cifar_paired_table}
+          "cifar_paired": cifar_paired_table, "cifar_he_pairs": cifar_he_pairs_table}
 _BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- end table -->)", re.S)
 
 
