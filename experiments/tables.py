@@ -79,7 +79,9 @@ def _minutes(record):
     train = f"{timings['train_seconds'] / 60:.1f}"
     resumed = timings.get("resumed_after_epoch")
     if resumed:
-        train += f" (epochs {resumed + 1}-{len(record['history'])})"
+        last = len(record["history"])
+        train += (f" (epoch {last})" if resumed + 1 == last
+                  else f" (epochs {resumed + 1}-{last})")
     evaluate = f"{e['seconds']['total'] / 60:.1f}"
     report = _report(record)
     if report["units"]["reused"]:
