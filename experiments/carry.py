@@ -21,7 +21,8 @@ session, copies what a resumed run needs into MAIN/experiments/carry/ for a comm
 `restore`, in a new worktree made at MAIN/experiments/carry/PINNED, copies the runs back to
 `experiments/runs/` and main's finished CIFAR-10 results into `experiments/results/` (so that
 `experiments/lanes.sh` skips them); the lanes then resume each run where it stopped. A run's
-state in the carry replaces any older state of that run there.
+state in the carry replaces any older state of that run there, and a run finished since the
+last save (not one of the zoo's) leaves the carry's `runs/`: its result is carried instead.
 """
 
 import argparse
@@ -77,13 +78,15 @@ def save(main, keep_models):
         run = os.path.basename(run_dir)
         name, seed = _split(run)
         finished = os.path.isfile(os.path.join(RESULTS, name, f"seed{seed}.json"))
+        target = os.path.join(carry, "runs", run)
         if finished and name not in keep_models:
+            # Its result is carried; a backup an earlier save carried is stale.
+            shutil.rmtree(target, ignore_errors=True)
             continue
         parts = ("model.keras", "config.json") if finished else STATE
         parts = [p for p in parts if os.path.exists(os.path.join(run_dir, p))]
         if not parts:
             continue
-        target = os.path.join(carry, "runs", run)
         shutil.rmtree(target, ignore_errors=True)
         for part in parts:
             _copy(os.path.join(run_dir, part), os.path.join(target, part))

@@ -180,6 +180,7 @@ def test_carry_saves_unfinished_runs_into_main_and_restores_them_in_a_new_worktr
                                     "report/cache/unit-0.json", "report/report.lock"],
         "cifar10_pgd_at-seed0": ["model.keras", "config.json", "log.txt", "report/report.json"],
         "cifar10_trades-seed0": ["model.keras", "log.txt"],
+        "cifar10_fast_at-seed0": ["backup/state.json", "log.txt"],
     }
     for run, names in files.items():
         for name in names:
@@ -203,17 +204,23 @@ def test_carry_saves_unfinished_runs_into_main_and_restores_them_in_a_new_worktr
         "cifar10_pgd_at-seed0/config.json",  # which reads both
         "cifar10_pgd_at-seed1/backup/backup-3.weights.h5", "cifar10_pgd_at-seed1/backup/state.json",
         "cifar10_pgd_at-seed1/log.txt",
+        "cifar10_fast_at-seed0/backup/state.json", "cifar10_fast_at-seed0/log.txt",
         *(f"cifar10_pgd_at_he-seed0/{n}" for n in ("model.keras", "config.json", "history.json",
                                                    "log.txt", "report/cache/unit-0.json"))])
     assert sorted(str(p.relative_to(kept / "results")) for p in (kept / "results").rglob("*.json")
                   ) == ["cifar10_pgd_at/seed0.json", "cifar10_pgd_at/seed0.report.json",
                         "cifar10_trades/seed0.json"]
-    # Saving again after another epoch replaces the run's older state.
+    # Saving again after another epoch replaces the run's older state; a run finished since
+    # (not one of the zoo's) leaves only its result, not its stale backup.
     (runs / "cifar10_pgd_at-seed1" / "backup" / "backup-3.weights.h5").unlink()
     (runs / "cifar10_pgd_at-seed1" / "backup" / "backup-4.weights.h5").write_text("epoch 4")
+    (results / "cifar10_fast_at").mkdir()
+    (results / "cifar10_fast_at" / "seed0.json").write_text("fast_at")
     assert carry(worktree, "save", "--main", str(main)).returncode == 0
     assert sorted(p.name for p in (kept / "runs" / "cifar10_pgd_at-seed1" / "backup").iterdir()
                   ) == ["backup-4.weights.h5", "state.json"]
+    assert not (kept / "runs" / "cifar10_fast_at-seed0").exists()
+    assert (kept / "results" / "cifar10_fast_at" / "seed0.json").read_text() == "fast_at"
 
     git("add", "-A")
     git("commit", "--quiet", "-m", "carry")
