@@ -242,12 +242,16 @@ def test_carry_saves_unfinished_runs_into_main_and_restores_them_in_a_new_worktr
     assert wrong.returncode != 0 and f"Received: {str(tmp_path)!r}" in wrong.stderr
 
 
-def _queued():
-    """The NAME:SEED[:EVAL_LIMIT] items of experiments/lanes.sh's queues, as (NAME, SEED)."""
+def _queued(lane=None):
+    """The NAME:SEED[:EVAL_LIMIT] items of experiments/lanes.sh's queues (of one `lane`, or
+    of all), as (NAME, SEED)."""
     import re
 
     with open(os.path.join(EXPERIMENTS, "lanes.sh")) as handle:
-        return re.findall(r"\b([a-z0-9_]+):(\d+)(?::\d+)?\b", handle.read())
+        text = handle.read()
+    if lane is not None:
+        text = re.search(rf"\n  {lane}\) queue=\"([^\"]*)\"", text).group(1)
+    return re.findall(r"\b([a-z0-9_]+):(\d+)(?::\d+)?\b", text)
 
 
 CONFIGS = sorted(glob.glob(os.path.join(EXPERIMENTS, "configs", "*.toml")))
@@ -259,6 +263,10 @@ def test_the_lanes_queue_every_config_and_nothing_else():
     queued = {name for name, _ in _queued()}
     assert queued == {os.path.basename(p)[:-len(".toml")] for p in CONFIGS}
     assert ("cifar10_pgd_at", "2") in _queued() and ("mnist_adr", "2") in _queued()
+    # No run in two lanes (both would train into one directory), and none left out of them.
+    lanes = [_queued(lane) for lane in ("a", "b", "cifar-a", "cifar-b")]
+    assert sorted(sum(lanes, [])) == sorted(_queued()) == sorted(set(_queued()))
+    assert _queued("cifar-b")[-2:] == [("cifar10_fast_at", "1"), ("cifar10_fast_at_he", "1")]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p)[:-len(".toml")])
@@ -319,7 +327,8 @@ def test_a_lane_goes_on_past_a_failing_item_and_says_which_failed(tmp_path):
                           env=dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
                                    + os.environ["PATH"]))
     calls = (tmp_path / "calls.txt").read_text().splitlines()
-    queue = [(n, s) for n, s in _queued() if n.startswith("cifar10_") and not n.endswith("_he")]
+    queue = _queued("cifar-a")
+    assert queue[0] == ("cifar10_pgd_at", "0") and len(queue) == 6
     assert [tuple(c.split()[0:3:2]) for c in calls] == queue
     assert "cifar10_fast_at --seeds 0 --eval-limit 500 --commit" in calls
     assert lane.returncode == 1
