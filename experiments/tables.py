@@ -1,11 +1,11 @@
-"""Build the tables of experiments/README.md from experiments/results/*/seed*.json.
+"""Build the tables of experiments/README.md (and README.md's headline) from experiments/results.
 
     python experiments/tables.py            # print the tables
-    python experiments/tables.py --write    # replace them in experiments/README.md
-    python experiments/tables.py --check    # exit 1 if the README's tables differ
+    python experiments/tables.py --write    # replace them in experiments/README.md, README.md
+    python experiments/tables.py --check    # exit 1 if either README's tables differ
 
 Every number in a table is read from a results file written by `experiments/run.py`;
-a missing run shows as "not run". Each table sits in the README between
+a missing run shows as "not run". Each table sits in a README between
 `<!-- table:NAME -->` and `<!-- end table -->`.
 """
 
@@ -21,6 +21,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "experiments", "results")
 README = os.path.join(ROOT, "experiments", "README.md")
+TOP_README = os.path.join(ROOT, "README.md")
+EVAL_LIMIT = 500  # experiments/run.py's default --eval-limit
 
 SEEDS = [("PGD-AT", "mnist_pgd_at"), ("PGD-AT + HE", "mnist_pgd_at_he"),
          ("ADR (on PGD-AT)", "mnist_adr")]
@@ -271,6 +273,39 @@ def cifar_frameworks_table():
     return "\n".join(lines)
 
 
+def _command(name, seeds, images):
+    limit = "" if images == EVAL_LIMIT else f" --eval-limit {images}"
+    return f"`python experiments/run.py {name} --seeds {' '.join(map(str, seeds))}{limit}`"
+
+
+def headline_table():
+    """README.md's results: every seed of the main rows, with the command that made them."""
+    lines = ["| data | training | seeds | clean (10k) | PGD-20 (10k) | AutoAttack | "
+             "AutoAttack per seed | report images | made by |", "|" + "---|" * 9]
+
+    def spread(values):  # the seeds column says when there is one
+        return pct(values[0]) if len(values) == 1 else _spread(values)
+
+    for dataset, rows in (("MNIST", SEEDS), ("CIFAR-10", CIFAR_FRAMEWORKS)):
+        for label, name in rows:
+            runs = load(name)
+            seeds = sorted(runs)
+            if not seeds:
+                lines.append(f"| {dataset} | {label} | not run |" + " |" * 6)
+                continue
+            images = {runs[s]["evaluation"]["examples"] for s in seeds}
+            if len(images) != 1:
+                raise SystemExit(f"tables.py: error: Expected every seed of {name} evaluated "
+                                 f"on the same number of images. Received: {sorted(images)}")
+            images = images.pop()
+            aa = [runs[s]["evaluation"]["autoattack"] for s in seeds]
+            cells = [spread([runs[s]["pgd20"][key] for s in seeds]) for key in ("clean", "pgd20")]
+            cells += [spread(aa), ", ".join(pct(a) for a in aa)]
+            lines.append(f"| {dataset} | {label} | {', '.join(map(str, seeds))} | "
+                         + " | ".join(cells) + f" | {images:,} | {_command(name, seeds, images)} |")
+    return "\n".join(lines)
+
+
 def short_runs_table():
     path = os.path.join(RESULTS, "adr_short_runs.json")
     if not os.path.exists(path):
@@ -294,16 +329,17 @@ def short_runs_table():
 TABLES = {"seeds": seeds_table, "ablation": ablation_table, "findings": findings_table,
           "short_runs": short_runs_table, "cifar_seeds": cifar_seeds_table,
           "cifar_frameworks": cifar_frameworks_table, "paired": paired_table,
-          "cifar_paired": cifar_paired_table, "cifar_he_pairs": cifar_he_pairs_table}
+          "cifar_paired": cifar_paired_table, "cifar_he_pairs": cifar_he_pairs_table,
+          "headline": headline_table}
 _BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- end table -->)", re.S)
 
 
-def render_readme(text):
+def render_readme(text, path=README):
     def replace(match):
         name = match.group(2)
         if name not in TABLES:
             raise SystemExit(f"tables.py: error: Expected a table name among {sorted(TABLES)}. "
-                             f"Received: <!-- table:{name} --> in {README}")
+                             f"Received: <!-- table:{name} --> in {path}")
         return f"{match.group(1)}{TABLES[name]()}\n{match.group(4)}"
     return _BLOCK.sub(replace, text)
 
@@ -319,20 +355,24 @@ def main(argv=None):
         for name, build in TABLES.items():
             print(f"<!-- table:{name} -->\n{build()}\n<!-- end table -->\n")
         return 0
-    with open(README) as handle:
-        text = handle.read()
-    rendered = render_readme(text)
-    if args.check:
-        if rendered != text:
-            print("experiments/README.md tables differ from experiments/results; run "
-                  "python experiments/tables.py --write", file=sys.stderr)
-            return 1
-        print("experiments/README.md tables match experiments/results")
-        return 0
-    with open(README, "w") as handle:
-        handle.write(rendered)
-    print(f"updated {README}")
-    return 0
+    status = 0
+    for path in (README, TOP_README):
+        with open(path) as handle:
+            text = handle.read()
+        rendered = render_readme(text, path)
+        shown = os.path.relpath(path, ROOT)
+        if args.check:
+            if rendered != text:
+                print(f"{shown} tables differ from experiments/results; run "
+                      "python experiments/tables.py --write", file=sys.stderr)
+                status = 1
+            else:
+                print(f"{shown} tables match experiments/results")
+        elif rendered != text:
+            with open(path, "w") as handle:
+                handle.write(rendered)
+            print(f"updated {shown}")
+    return status
 
 
 if __name__ == "__main__":

@@ -56,6 +56,16 @@ def test_readme_tables_are_the_committed_results():
     for name in ("seeds", "ablation", "findings"):
         assert f"<!-- table:{name} -->" in text
     assert tables.render_readme(text) == text, "run python experiments/tables.py --write"
+    # README.md's headline table: every seed of the main rows, each with its command.
+    with open(tables.TOP_README) as handle:
+        top = handle.read()
+    assert "<!-- table:headline -->" in top
+    assert tables.render_readme(top, tables.TOP_README) == top, \
+        "run python experiments/tables.py --write"
+    headline = top.split("<!-- table:headline -->", 1)[1].split("<!-- end table -->", 1)[0]
+    assert ("`python experiments/run.py cifar10_pgd_at --seeds "
+            + " ".join(map(str, sorted(tables.load("cifar10_pgd_at")))) + " --eval-limit 1000`"
+            in headline)
 
 
 @pytest.mark.parametrize("path,directory,report_images,pgd_images", RESULTS,
