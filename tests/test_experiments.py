@@ -371,3 +371,54 @@ def test_paired_comparison_counts_images_and_matches_the_closed_forms():
     assert c["p_value"] == pytest.approx(2 * 11 / 1024)
     with pytest.raises(ValueError, match="sha256 'a' and 'b'"):
         paired(_report_of({0}, 4), _report_of({0}, 4, sha="b"))
+
+
+def test_status_reads_where_each_queued_run_stands_from_the_command_line(tmp_path):
+    """`experiments/status.py LANE --root DIR` on a worktree's files: a finished result, a run
+    evaluating from its cache, one training from an epoch backup, one not begun."""
+    import shutil
+    import subprocess
+
+    experiments = tmp_path / "experiments"
+    shutil.copytree(os.path.join(EXPERIMENTS, "configs"), experiments / "configs")
+    shutil.copy(os.path.join(EXPERIMENTS, "lanes.sh"), experiments / "lanes.sh")
+    done = os.path.join(EXPERIMENTS, "results", "cifar10_pgd_at", "seed0.json")
+    (experiments / "results" / "cifar10_pgd_at").mkdir(parents=True)
+    shutil.copy(done, experiments / "results" / "cifar10_pgd_at" / "seed0.json")
+    evaluating = experiments / "runs" / "cifar10_pgd_at-seed1"
+    (evaluating / "report" / "cache").mkdir(parents=True)
+    (evaluating / "model.keras").write_bytes(b"")
+    for unit in range(3):
+        (evaluating / "report" / "cache" / f"{unit}.npz").write_bytes(b"")
+    training = experiments / "runs" / "cifar10_fast_at-seed0" / "backup"
+    training.mkdir(parents=True)
+    history = [{"val_accuracy": 0.346, "val_adv_accuracy": 0.208},
+               {"val_accuracy": 0.414, "val_adv_accuracy": 0.248}]
+    (training / "state.json").write_text(json.dumps({"epoch": 2, "history": history}))
+
+    def status(*args):
+        return subprocess.run([sys.executable, os.path.join(EXPERIMENTS, "status.py"), *args],
+                              capture_output=True, text=True, timeout=60)
+
+    shown = status("cifar-a", "--root", str(tmp_path))
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "lane cifar-a:" and len(lines) == 1 + len(_queued("cifar-a"))
+    with open(done) as handle:
+        record = json.load(handle)
+    assert lines[1] == (
+        f"  cifar10_pgd_at seed 0: done: clean {100 * record['pgd20']['clean']:.1f}, PGD-20 "
+        f"{100 * record['pgd20']['pgd20']:.1f} (10,000 images); AutoAttack "
+        f"{100 * record['evaluation']['autoattack']:.1f} (1,000 images); failed checks none")
+    assert lines[2] == "  cifar10_pgd_at seed 1: evaluating: 3 report units cached"
+    assert lines[3].startswith("  cifar10_fast_at seed 0: training: epoch 2 of 10 backed up ")
+    assert lines[3].endswith("; validation clean/PGD-20 34.6/20.8, 41.4/24.8")
+    assert lines[4] == "  cifar10_pgd_at seed 2: not begun"
+    # Both CIFAR-10 lanes by default; bad lanes and roots refused by name, nothing printed.
+    assert status("--root", str(tmp_path)).stdout.count("lane cifar-") == 2
+    wrong = status("cifar-c", "--root", str(tmp_path))
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    assert "Expected LANE among ['a', 'b', 'cifar-a', 'cifar-b']. Received: 'cifar-c'" in \
+        wrong.stderr
+    nowhere = status("--root", str(tmp_path / "nowhere"))
+    assert nowhere.returncode == 2 and "Received: --root" in nowhere.stderr
