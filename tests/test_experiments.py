@@ -422,3 +422,37 @@ def test_status_reads_where_each_queued_run_stands_from_the_command_line(tmp_pat
         wrong.stderr
     nowhere = status("--root", str(tmp_path / "nowhere"))
     assert nowhere.returncode == 2 and "Received: --root" in nowhere.stderr
+
+
+def test_tables_check_and_write_both_readmes_from_the_command_line(tmp_path):
+    """`experiments/tables.py` with no option prints the tables, `--check` names the README
+    whose table differs from the results and exits 1, `--write` rewrites only that one."""
+    import shutil
+    import subprocess
+
+    shutil.copytree(os.path.join(EXPERIMENTS, "results"), tmp_path / "experiments" / "results")
+    for name in ("tables.py", "README.md"):
+        shutil.copy(os.path.join(EXPERIMENTS, name), tmp_path / "experiments" / name)
+    shutil.copy(os.path.join(ROOT, "README.md"), tmp_path / "README.md")
+
+    def tables(*args):
+        return subprocess.run([sys.executable, str(tmp_path / "experiments" / "tables.py"),
+                               *args], capture_output=True, text=True, timeout=60)
+
+    printed = tables()
+    assert printed.returncode == 0 and "<!-- table:headline -->\n| data | training |" in \
+        printed.stdout
+    assert tables("--check").stdout.splitlines() == [
+        "experiments/README.md tables match experiments/results",
+        "README.md tables match experiments/results"]
+    top = (tmp_path / "README.md").read_text()
+    (tmp_path / "README.md").write_text(top.replace("| CIFAR-10 | PGD-AT | 0",
+                                                    "| CIFAR-10 | PGD-AT | 7"))
+    stale = tables("--check")
+    assert stale.returncode == 1
+    assert stale.stderr.startswith("README.md tables differ from experiments/results; run")
+    written = tables("--write")
+    assert written.returncode == 0 and written.stdout == "updated README.md\n"
+    assert (tmp_path / "README.md").read_text() == top
+    both = tables("--write", "--check")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
