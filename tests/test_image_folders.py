@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tfrobust import data
-from tfrobust.data import sources
+from tfrobust.data import folders
 
 
 def _write(root, x, y, start=0):
@@ -118,4 +118,4 @@ def test_image_size_option_refuses_bad_values():
 
 
 def test_supported_layouts_are_documented_in_the_error():
-    assert "DIR/train/<class>" in sources.FOLDER_LAYOUTS
+    assert "DIR/train/<class>" in folders.FOLDER_LAYOUTS

@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tfrobust.data import sources
+from tfrobust.data import folders, sources
 from tfrobust.data.sources import DataUnavailableError, DatasetInfo
 from tfrobust.utils.validation import check_labels, check_number
 
@@ -120,7 +120,7 @@ def load(data, split="train", *, batch_size=128, shuffle=None, augment=None, lim
             a directory holding `<split>.tfrecord` files with the tfds schema
             (`image`: PNG/JPEG bytes, `label`: int64), or an image folder (one
             subfolder per class of PNG or JPEG files, see
-            `tfrobust.data.sources.FOLDER_LAYOUTS` and `folder_dataset`).
+            `tfrobust.data.folders.FOLDER_LAYOUTS` and `folder_dataset`).
         split: `"train"` or `"test"` (tfds names also take tfds split strings
             such as `"train[:10%]"`; a TFRecord directory any file stem).
         batch_size: Positive number of examples per batch.
@@ -171,7 +171,7 @@ def load(data, split="train", *, batch_size=128, shuffle=None, augment=None, lim
         channels = x.shape[-1]
     else:
         if source.kind == "folder":
-            examples, shape = sources.folder_dataset(source, split, image_size)
+            examples, shape = folders.folder_dataset(source.path, split, image_size)
             examples = _take(examples, limit)  # the training split comes shuffled by Keras
             channels = shape[-1]
         elif source.kind == "tfrecord":
