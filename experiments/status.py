@@ -33,15 +33,15 @@ LANES = ("a", "b", "cifar-a", "cifar-b")
 
 
 def queue(root, lane):
-    """The (NAME, SEED, EVAL_LIMIT) items of one lane of `root`'s experiments/lanes.sh."""
+    """The (NAME, SEED) items of one lane of `root`'s experiments/lanes.sh, in order."""
     with open(os.path.join(root, "experiments", "lanes.sh")) as handle:
         text = handle.read()
     found = re.search(rf"\n  {re.escape(lane)}\) queue=\"([^\"]*)\"", text)
     if found is None:
         raise SystemExit(f"status.py: error: Expected LANE among {list(LANES)}. "
                          f"Received: {lane!r}")
-    return [(name, int(seed), int(limit or 500)) for name, seed, limit in
-            re.findall(r"\b([a-z0-9_]+):(\d+)(?::(\d+))?\b", found.group(1))]
+    return [(name, int(seed))
+            for name, seed in re.findall(r"\b([a-z0-9_]+):(\d+)(?::\d+)?\b", found.group(1))]
 
 
 def _pct(value):
@@ -99,7 +99,7 @@ def main(argv=None):
     queues = {lane: queue(args.root, lane) for lane in args.lanes}
     for lane, items in queues.items():
         print(f"lane {lane}:")
-        for name, seed, _ in items:
+        for name, seed in items:
             print(f"  {name} seed {seed}: {status(args.root, name, seed)}")
     return 0
 

@@ -253,15 +253,14 @@ def test_carry_saves_unfinished_runs_into_main_and_restores_them_in_a_new_worktr
 
 
 def _queued(lane=None):
-    """The NAME:SEED[:EVAL_LIMIT] items of experiments/lanes.sh's queues (of one `lane`, or
-    of all), as (NAME, SEED)."""
+    """The NAME:SEED[:EVAL_LIMIT] items of experiments/lanes.sh's queues as (NAME, SEED): of
+    one `lane` as experiments/status.py reads them, or of the whole file."""
     import re
 
-    with open(os.path.join(EXPERIMENTS, "lanes.sh")) as handle:
-        text = handle.read()
     if lane is not None:
-        text = re.search(rf"\n  {lane}\) queue=\"([^\"]*)\"", text).group(1)
-    return re.findall(r"\b([a-z0-9_]+):(\d+)(?::\d+)?\b", text)
+        return [(name, str(seed)) for name, seed in _module("status").queue(ROOT, lane)]
+    with open(os.path.join(EXPERIMENTS, "lanes.sh")) as handle:
+        return re.findall(r"\b([a-z0-9_]+):(\d+)(?::\d+)?\b", handle.read())
 
 
 CONFIGS = sorted(glob.glob(os.path.join(EXPERIMENTS, "configs", "*.toml")))
@@ -274,7 +273,7 @@ def test_the_lanes_queue_every_config_and_nothing_else():
     assert queued == {os.path.basename(p)[:-len(".toml")] for p in CONFIGS}
     assert ("cifar10_pgd_at", "2") in _queued() and ("mnist_adr", "2") in _queued()
     # No run in two lanes (both would train into one directory), and none left out of them.
-    lanes = [_queued(lane) for lane in ("a", "b", "cifar-a", "cifar-b")]
+    lanes = [_queued(lane) for lane in _module("status").LANES]
     assert sorted(sum(lanes, [])) == sorted(_queued()) == sorted(set(_queued()))
     assert _queued("cifar-b")[-2:] == [("cifar10_fast_at", "1"), ("cifar10_fast_at_he", "1")]
 
@@ -439,6 +438,7 @@ def test_tables_check_and_write_both_readmes_from_the_command_line(tmp_path):
         return subprocess.run([sys.executable, str(tmp_path / "experiments" / "tables.py"),
                                *args], capture_output=True, text=True, timeout=60)
 
+    assert _module("tables").EVAL_LIMIT == _module("run").EVAL_LIMIT  # commands omit it
     printed = tables()
     assert printed.returncode == 0 and "<!-- table:headline -->\n| data | training |" in \
         printed.stdout

@@ -59,12 +59,16 @@ def folder_image_shape(path, image_size=None):
     """`((height, width, channels), class names)` of the image folder at `path`: the first
     image's size (or `image_size`) and channels (grayscale: 1, else 3)."""
     train_root, _, classes = folder_layout(path)
+    return _image_shape(train_root, classes, image_size), classes
+
+
+def _image_shape(train_root, classes, image_size):
     first = _first_image(train_root, classes)
     image = tf.io.decode_image(tf.io.read_file(str(first)), expand_animations=False)
     height, width, channels = (int(d) for d in image.shape)
     if image_size is not None:
         height, width = image_size
-    return (height, width, 1 if channels == 1 else 3), classes
+    return height, width, 1 if channels == 1 else 3
 
 
 def folder_dataset(path, split, image_size=None):
@@ -80,7 +84,7 @@ def folder_dataset(path, split, image_size=None):
     import keras
 
     train_root, test_root, classes = folder_layout(path)
-    shape, _ = folder_image_shape(path, image_size)
+    shape = _image_shape(train_root, classes, image_size)
     options = dict(labels="inferred", label_mode="int", batch_size=None,
                    color_mode="grayscale" if shape[-1] == 1 else "rgb",
                    image_size=shape[:2], seed=FOLDER_SPLIT_SEED, verbose=False)
