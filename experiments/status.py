@@ -8,7 +8,9 @@ lanes). For every NAME:SEED of the queue, in order, from the files the runs leav
 
     done        experiments/results/NAME/seedS.json: clean, PGD-20 and AutoAttack accuracy
     training    experiments/runs/NAME-seedS/backup/state.json: the last backed-up epoch of
-                the config's, when, and each epoch's validation (clean / PGD-20)
+                the config's, when, and each epoch's validation (clean / PGD-20); from the
+                run's log.txt, the epoch under way, the last batch its progress bar showed,
+                and when the log was last written (a stalled run shows an old time)
     evaluating  the run's model.keras is written: the report units cached so far
     not begun   neither
 
@@ -57,6 +59,22 @@ def _validation(history):
                      for h in history if "val_adv_accuracy" in h)
 
 
+def _under_way(run):
+    """"epoch E at batch B of N, log HH:MM" from the run's log.txt (Keras' progress bar), or ""."""
+    log = os.path.join(run, "log.txt")
+    if not os.path.isfile(log):
+        return ""
+    with open(log, "rb") as handle:
+        text = handle.read().decode("utf-8", "replace")
+    epochs = re.findall(r"Epoch (\d+)/\d+", text)
+    if not epochs:
+        return ""
+    tail = text[text.rfind(f"Epoch {epochs[-1]}/"):]
+    batches = re.findall(r"(\d+)/(\d+)\x1b\[0m", tail)  # "\x1b[1m181/391\x1b[0m"
+    at = f" at batch {batches[-1][0]} of {batches[-1][1]}" if batches else ""
+    return f"epoch {epochs[-1]}{at}, log {_when(log)[-5:]}"
+
+
 def status(root, name, seed):
     """One line on where the run NAME, seed `seed`, stands."""
     result = os.path.join(root, "experiments", "results", name, f"seed{seed}.json")
@@ -79,10 +97,13 @@ def status(root, name, seed):
             backup = json.load(handle)
         with open(os.path.join(root, "experiments", "configs", f"{name}.toml"), "rb") as handle:
             epochs = tomllib.load(handle).get("epochs", "?")
-        return (f"training: epoch {backup['epoch']} of {epochs} backed up {_when(state)}; "
+        under_way = _under_way(run)
+        return (f"training: epoch {backup['epoch']} of {epochs} backed up {_when(state)}"
+                f"{f' ({under_way})' if under_way else ''}; "
                 f"validation clean/PGD-20 {_validation(backup['history']) or '-'}")
     if os.path.isdir(run):
-        return "training: no epoch backed up yet"
+        under_way = _under_way(run)
+        return f"training: no epoch backed up yet{f' ({under_way})' if under_way else ''}"
     return "not begun"
 
 

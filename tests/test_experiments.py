@@ -5,6 +5,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -394,6 +395,12 @@ def test_status_reads_where_each_queued_run_stands_from_the_command_line(tmp_pat
     history = [{"val_accuracy": 0.346, "val_adv_accuracy": 0.208},
                {"val_accuracy": 0.414, "val_adv_accuracy": 0.248}]
     (training / "state.json").write_text(json.dumps({"epoch": 2, "history": history}))
+    # Its log as the lanes write it: a run resumed after epoch 2 prints "Epoch 3/10" again,
+    # then Keras' progress bar, with its escape sequences, rewritten in place.
+    bar = "\r\x1b[1m{}/391\x1b[0m \x1b[32m━━\x1b[0m \x1b[1m40:14\x1b[0m 6s/step - loss: 2.1"
+    (training.parent / "log.txt").write_text(
+        "Epoch 3/10\n" + bar.format(17) + "\nEpoch 3/10\n" + "".join(
+            bar.format(batch) for batch in (1, 2, 181)), encoding="utf-8")
 
     def status(*args):
         return subprocess.run([sys.executable, os.path.join(EXPERIMENTS, "status.py"), *args],
@@ -411,6 +418,7 @@ def test_status_reads_where_each_queued_run_stands_from_the_command_line(tmp_pat
         f"{100 * record['evaluation']['autoattack']:.1f} (1,000 images); failed checks none")
     assert lines[2] == "  cifar10_pgd_at seed 1: evaluating: 3 report units cached"
     assert lines[3].startswith("  cifar10_fast_at seed 0: training: epoch 2 of 10 backed up ")
+    assert re.search(r" \(epoch 3 at batch 181 of 391, log \d\d:\d\d\); ", lines[3]), lines[3]
     assert lines[3].endswith("; validation clean/PGD-20 34.6/20.8, 41.4/24.8")
     assert lines[4] == "  cifar10_pgd_at seed 2: not begun"
     # Both CIFAR-10 lanes by default; bad lanes and roots refused by name, nothing printed.
