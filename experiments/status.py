@@ -60,7 +60,11 @@ def _validation(history):
 
 
 def _under_way(run):
-    """"epoch E at batch B of N, log HH:MM" from the run's log.txt (Keras' progress bar), or ""."""
+    """"epoch E at batch B of N, log HH:MM" from the run's log.txt (Keras' progress bar), or "".
+
+    After fit, `tfrobust train` evaluates on the test split (its own progress bar): then
+    "trained; evaluating on the test split, log HH:MM".
+    """
     log = os.path.join(run, "log.txt")
     if not os.path.isfile(log):
         return ""
@@ -70,9 +74,12 @@ def _under_way(run):
     if not epochs:
         return ""
     tail = text[text.rfind(f"Epoch {epochs[-1]}/"):]
+    when = f"log {_when(log)[-5:]}"
+    if "Evaluating on the test split" in tail:  # `tfrobust train`'s evaluation after fit
+        return f"trained; evaluating on the test split, {when}"
     batches = re.findall(r"(\d+)/(\d+)\x1b\[0m", tail)  # "\x1b[1m181/391\x1b[0m"
     at = f" at batch {batches[-1][0]} of {batches[-1][1]}" if batches else ""
-    return f"epoch {epochs[-1]}{at}, log {_when(log)[-5:]}"
+    return f"epoch {epochs[-1]}{at}, {when}"
 
 
 def status(root, name, seed):
