@@ -60,10 +60,11 @@ def _validation(history):
 
 
 def _under_way(run):
-    """"epoch E at batch B of N, log HH:MM" from the run's log.txt (Keras' progress bar), or "".
+    """" (epoch E at batch B of N, log HH:MM)" from the run's log.txt (Keras' progress bar),
+    or "" without a log.
 
     After fit, `tfrobust train` evaluates on the test split (its own progress bar): then
-    "trained; evaluating on the test split, log HH:MM".
+    " (trained; evaluating on the test split, log HH:MM)".
     """
     log = os.path.join(run, "log.txt")
     if not os.path.isfile(log):
@@ -76,10 +77,10 @@ def _under_way(run):
     tail = text[text.rfind(f"Epoch {epochs[-1]}/"):]
     when = f"log {_when(log)[-5:]}"
     if "Evaluating on the test split" in tail:  # `tfrobust train`'s evaluation after fit
-        return f"trained; evaluating on the test split, {when}"
+        return f" (trained; evaluating on the test split, {when})"
     batches = re.findall(r"(\d+)/(\d+)\x1b\[0m", tail)  # "\x1b[1m181/391\x1b[0m"
     at = f" at batch {batches[-1][0]} of {batches[-1][1]}" if batches else ""
-    return f"epoch {epochs[-1]}{at}, {when}"
+    return f" (epoch {epochs[-1]}{at}, {when})"
 
 
 def status(root, name, seed):
@@ -104,13 +105,11 @@ def status(root, name, seed):
             backup = json.load(handle)
         with open(os.path.join(root, "experiments", "configs", f"{name}.toml"), "rb") as handle:
             epochs = tomllib.load(handle).get("epochs", "?")
-        under_way = _under_way(run)
         return (f"training: epoch {backup['epoch']} of {epochs} backed up {_when(state)}"
-                f"{f' ({under_way})' if under_way else ''}; "
+                f"{_under_way(run)}; "
                 f"validation clean/PGD-20 {_validation(backup['history']) or '-'}")
     if os.path.isdir(run):
-        under_way = _under_way(run)
-        return f"training: no epoch backed up yet{f' ({under_way})' if under_way else ''}"
+        return f"training: no epoch backed up yet{_under_way(run)}"
     return "not begun"
 
 

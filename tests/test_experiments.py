@@ -256,8 +256,6 @@ def test_carry_saves_unfinished_runs_into_main_and_restores_them_in_a_new_worktr
 def _queued(lane=None):
     """The NAME:SEED[:EVAL_LIMIT] items of experiments/lanes.sh's queues as (NAME, SEED): of
     one `lane` as experiments/status.py reads them, or of the whole file."""
-    import re
-
     if lane is not None:
         return [(name, str(seed)) for name, seed in _module("status").queue(ROOT, lane)]
     with open(os.path.join(EXPERIMENTS, "lanes.sh")) as handle:
@@ -419,13 +417,13 @@ def test_status_reads_where_each_queued_run_stands_from_the_command_line(tmp_pat
     assert lines[2] == "  cifar10_pgd_at seed 1: evaluating: 3 report units cached"
     assert lines[3].startswith("  cifar10_fast_at seed 0: training: epoch 2 of 10 backed up ")
     assert re.search(r" \(epoch 3 at batch 181 of 391, log \d\d:\d\d\); ", lines[3]), lines[3]
+    assert lines[3].endswith("; validation clean/PGD-20 34.6/20.8, 41.4/24.8")
+    assert lines[4] == "  cifar10_pgd_at seed 2: not begun"
     # Its last epoch done, the run evaluates on the test split with a progress bar of its own.
     with open(training.parent / "log.txt", "a", encoding="utf-8") as handle:
         handle.write("\nEvaluating on the test split (PGD-20)...\n" + bar.format(5))
     assert re.search(r" \(trained; evaluating on the test split, log \d\d:\d\d\); ",
                      status("cifar-a", "--root", str(tmp_path)).stdout.splitlines()[3])
-    assert lines[3].endswith("; validation clean/PGD-20 34.6/20.8, 41.4/24.8")
-    assert lines[4] == "  cifar10_pgd_at seed 2: not begun"
     # Both CIFAR-10 lanes by default; bad lanes and roots refused by name, nothing printed.
     assert status("--root", str(tmp_path)).stdout.count("lane cifar-") == 2
     wrong = status("cifar-c", "--root", str(tmp_path))
