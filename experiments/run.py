@@ -127,8 +127,12 @@ def run_one(name, seed, eval_limit, overwrite):
         "options": options,
         "provenance": {k: v for k, v in config_json.items()
                        if k not in ("options", "model", "data_info")},
-        # Both count only the last session of a run resumed across sessions: these say so.
+        # `train_seconds` counts the training from epoch `train_seconds_since_epoch` on (0:
+        # every session's, as tfrobust keeps the time in its backups; a run resumed from an
+        # older backup: its epochs since); the process seconds only the last session's.
         "timings": {"train_seconds": history["train_seconds"],
+                    "train_seconds_since_epoch": history.get(
+                        "train_seconds_since_epoch", history.get("resumed_after_epoch", 0)),
                     "resumed_after_epoch": history.get("resumed_after_epoch", 0),
                     "evaluation_units": report.get("units"),
                     "train_process_seconds": None if train_seconds is None

@@ -75,11 +75,12 @@ def _report(record):
 
 def _minutes(record):
     """Training and evaluation minutes; a run resumed across sessions says which part each
-    counts (training: the last session's epochs; evaluation: every unit's own seconds, those
-    of the units an earlier session computed included, rather than the last process's wall)."""
+    counts (training: every session's, or for runs whose backups kept no time, the last
+    session's epochs; evaluation: every unit's own seconds, those of the units an earlier
+    session computed included, rather than the last process's wall)."""
     timings, e = record["timings"], record["evaluation"]
     train = f"{timings['train_seconds'] / 60:.1f}"
-    resumed = timings.get("resumed_after_epoch")
+    resumed = timings.get("train_seconds_since_epoch", timings.get("resumed_after_epoch"))
     if resumed:
         last = len(record["history"])
         train += (f" (epoch {last})" if resumed + 1 == last

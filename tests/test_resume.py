@@ -89,7 +89,7 @@ def test_a_run_killed_between_epochs_resumes_to_the_same_weights(tmp_path, refer
     reference, resumed = references(method), str(tmp_path / "resumed")
     state = kill_when(resumed, extra, lambda s: s["epoch"] >= 1)
     assert state["batches_done"] == 0 and state["epoch"] == 1  # the resumed run trains epoch 2
-    run(resumed, *extra)
+    finished = run(resumed, *extra)
 
     assert not os.path.exists(os.path.join(resumed, "backup"))  # deleted after success
     got, want = history(resumed), history(reference)
@@ -97,6 +97,10 @@ def test_a_run_killed_between_epochs_resumes_to_the_same_weights(tmp_path, refer
     assert [e["epoch"] for e in got["epochs"]] == [1, 2]
     assert got["epochs"] == want["epochs"]          # every epoch's logs, to the last bit
     assert got["test"] == want["test"]
+    # The training time of both processes, as the backup carried it over.
+    assert got["train_seconds"] > state["train_seconds"] > 0
+    assert got["train_seconds_since_epoch"] == want["train_seconds_since_epoch"] == 0
+    assert f"in all (resumed after epoch {state['epoch']})" in finished.stdout
     gaps = [float(np.max(np.abs(a - b))) for a, b in zip(weights(resumed), weights(reference))]
     print(f"{method}: resumed after epoch {state['epoch']}, max weight gap {max(gaps)}")
     assert max(gaps) == 0.0

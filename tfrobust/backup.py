@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -97,7 +98,12 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
       distribution strategy each replica holds its own slice and a resumed
       run starts from a zero perturbation;
     - `history`, the logs of every finished epoch, so a resumed run can
-      report the whole training.
+      report the whole training;
+    - `train_seconds`, the seconds spent in `fit` by this run's processes so
+      far, so a resumed run reports the time of the whole training
+      (`train_seconds`, with `train_seconds_since_epoch` 0; resumed from a
+      backup written before tfrobust kept it, the count covers the epochs
+      from `train_seconds_since_epoch` on).
 
     With `save_freq="epoch"`, and `skip_epochs` applied to a reshuffling
     dataset before `fit` (as `tfrobust train` does), a resumed run ends with
@@ -133,9 +139,20 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self.restore_dir = restore_dir or backup_dir
         self._saves = 0
         self._batches_done = 0
+        self._seconds_before = 0.0
+        self._started = None
+        self.train_seconds_since_epoch = 0
+
+    @property
+    def train_seconds(self):
+        """Seconds in `fit`: the earlier processes' (from the backup) and this one's."""
+        now = 0.0 if self._started is None else time.monotonic() - self._started
+        return self._seconds_before + now
 
     def on_train_begin(self, logs=None):
         self.history = []
+        self._started = time.monotonic()
+        self._seconds_before, self.train_seconds_since_epoch = 0.0, 0
         state = read_state(self.restore_dir)
         if state is None:
             return
@@ -163,6 +180,11 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                     variable.assign(value)
         self.history = list(state["history"])
         self._saves = int(state.get("saves", 0))
+        if state.get("train_seconds") is None:  # a backup from before tfrobust kept the time
+            self.train_seconds_since_epoch = int(state["epoch"])
+        else:
+            self._seconds_before = float(state["train_seconds"])
+            self.train_seconds_since_epoch = int(state.get("train_seconds_since_epoch", 0))
         self._current_epoch = int(state["epoch"])
         self.model._initial_epoch = int(state["epoch"])
 
@@ -183,6 +205,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def on_train_end(self, logs=None):
         self.model._initial_epoch = None  # the next fit of this model starts afresh
+        self._seconds_before, self._started = self.train_seconds, None  # the clock stops
         super().on_train_end(logs)
 
     def _save_model(self):
@@ -203,7 +226,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             "batch": self._last_batch_seen, "saves": self._saves,
             "weights": weights, "objective_state": carried,
             "seed_generators": [np.asarray(v.numpy()).tolist() for v in seed_states(self.model)],
-            "history": self.history,
+            "history": self.history, "train_seconds": round(self.train_seconds, 3),
+            "train_seconds_since_epoch": self.train_seconds_since_epoch,
         }
         write_text(os.path.join(self.backup_dir, STATE_FILE), json.dumps(state))
         for name in os.listdir(self.backup_dir):

@@ -304,7 +304,6 @@ def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dirs
         print(f"tfrobust train: note: the training split has examples of only "
               f"{info.classes_in_train} of the {info.num_classes} classes; the model cannot "
               "learn the others")
-    started = time.time()
     # The backup outlives a failure of anything after fit (evaluation, saving).
     backup_dir, restore_dir = backup_dirs
     backup = BackupAndRestore(backup_dir, save_freq=options["backup_every"],
@@ -322,22 +321,39 @@ def _train(options, info, train_ds, val_ds, test_ds, strategy, task, backup_dirs
             for directory in reversed(created):
                 shutil.rmtree(directory, ignore_errors=True)
         raise
-    train_seconds = time.time() - started
+    # Every process's seconds in fit, as the backups counted them (from
+    # `since_epoch` on when resumed from a backup older than that count).
+    train_seconds, since_epoch = backup.train_seconds, backup.train_seconds_since_epoch
     print(f"Evaluating on the test split (PGD-{options['eval_num_steps']})...")
     test = model.evaluate(test_ds, return_dict=True, verbose=1)
     if task.is_chief:
         _write_artefacts(options, info, model, backup.history, test, train_seconds,
-                         resumed_after=state["epoch"] if state else 0)
+                         resumed_after=state["epoch"] if state else 0, since_epoch=since_epoch)
     shutil.rmtree(backup_dir, ignore_errors=True)
     print(f"Test accuracy: clean {test['accuracy']:.4f}, adversarial "
           f"{test.get('adv_accuracy', float('nan')):.4f} "
           f"(PGD-{options['eval_num_steps']}, {options['norm']} epsilon {options['epsilon']:g}); "
-          f"trained in {train_seconds:.0f} s. Artefacts in {options['output']}"
+          f"trained in {_trained_in(train_seconds, since_epoch, state)}. "
+          f"Artefacts in {options['output']}"
           + ("" if task.is_chief else f" (written by the chief, not this {task.type})"))
     return 0
 
 
-def _write_artefacts(options, info, model, history, test, train_seconds, resumed_after):
+def _trained_in(seconds, since_epoch, state):
+    """`1 h 02 min` or `41 s`, and which epochs and processes that covers when resumed."""
+    whole = int(round(seconds))
+    text = f"{whole // 3600} h {whole % 3600 // 60:02d} min" if whole >= 3600 else (
+        f"{whole // 60} min {whole % 60:02d} s" if whole >= 60 else f"{whole} s")
+    if since_epoch:
+        return (f"{text} since the backup after epoch {since_epoch} (an earlier tfrobust's, "
+                "which kept no time)")
+    if state:
+        return f"{text} in all (resumed after epoch {state['epoch']})"
+    return text
+
+
+def _write_artefacts(options, info, model, history, test, train_seconds, resumed_after,
+                     since_epoch=0):
     """model.keras, history.json, config.json, each written whole (renamed into place)."""
     from tfrobust.utils.files import write_atomic
     from tfrobust.utils.provenance import provenance
@@ -355,7 +371,8 @@ def _write_artefacts(options, info, model, history, test, train_seconds, resumed
 
     write_atomic(os.path.join(out, "history.json"), write_json(
         {"epochs": epochs, "test": {k: float(v) for k, v in test.items()},
-         "train_seconds": round(train_seconds, 2), "resumed_after_epoch": resumed_after}))
+         "train_seconds": round(train_seconds, 2), "train_seconds_since_epoch": since_epoch,
+         "resumed_after_epoch": resumed_after}))
     write_atomic(os.path.join(out, "config.json"), write_json(
         {"options": options, "data_info": dataclasses.asdict(info),
          "model": model.get_config(), **provenance()}))
