@@ -214,11 +214,14 @@ def _short_run(mnist_sample, objective, initialization):
     """64 updates of batch 128 (PGD-2 at L-inf 0.3, step 0.15, Adam 1e-3) on the bundled sample.
 
     Returns clean and PGD-10 accuracy on 500 test digits, and the last local compactness.
-    Measured (AMD EPYC, 2026-12-04): PGD-AT 0.708 clean, 0.288 PGD-10; ADR 0.892, 0.294,
-    local compactness 0.18; ADR with the reference initialisation 0.212 clean, compactness
-    26.1. With PGD-3 (step 0.1) they were 0.638, 0.284; 0.904, 0.272, 0.17; 0.156, 23.7, and
-    with PGD-5 (the experiment's attack, `experiments/adr_short_runs.py`, twice the passes of
-    PGD-2 an update) 0.438, 0.226; 0.900, 0.336, 0.16; 0.190, 19.6: the same verdicts.
+    Measured (AMD EPYC, 2026-12-05, in the test's order): PGD-AT 0.708 clean, 0.288 PGD-10;
+    ADR 0.892, 0.296, local compactness 0.19; ADR with the reference initialisation 0.140
+    clean, compactness 25.9. Until ADR's update was made reproducible (tests/test_determinism.py)
+    its runs varied in the last bits from run to run, and on this diverging run that showed:
+    0.212 clean and compactness 26.1 one time, 0.310 and 21.3 another. With PGD-3 (step 0.1)
+    they were 0.638, 0.284; 0.904, 0.272, 0.17; 0.156, 23.7, and with PGD-5 (the experiment's
+    attack, `experiments/adr_short_runs.py`, twice the passes of PGD-2 an update) 0.438, 0.226;
+    0.900, 0.336, 0.16; 0.190, 19.6 (2026-12-04): the same verdicts.
     """
     x, y, x_test, y_test = mnist_sample
     x_test, y_test = x_test[:500], y_test[:500].astype("int32")

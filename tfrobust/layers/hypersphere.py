@@ -9,6 +9,14 @@ _KINDS = ("inference", "attack", "train")
 _TINY = 1e-12
 
 
+def _norm(x, axis):
+    """`tf.norm(x, axis=axis, keepdims=True)`, with the same values, but squaring with one op:
+    `tf.norm` multiplies `x` by itself, so `x / ||x||` read `x` three times, and the tape's
+    AddN of three gradients adds them in an order that depends on thread timing on CPU
+    (tests/test_determinism.py). Read twice, its gradient is the same from run to run."""
+    return tf.sqrt(tf.reduce_sum(tf.square(x), axis=axis, keepdims=True))
+
+
 @keras.saving.register_keras_serializable(package="tfrobust")
 class HypersphereDense(keras.layers.Layer):
     """A normalised cosine dense head with an additive angular margin (HE).
@@ -73,9 +81,9 @@ class HypersphereDense(keras.layers.Layer):
         z = tf.convert_to_tensor(features)
         kernel = tf.cast(self.kernel, z.dtype)
         if self.feature_normalization:
-            z = z / tf.maximum(tf.norm(z, axis=-1, keepdims=True), _TINY)   # (B, D)
+            z = z / tf.maximum(_norm(z, axis=-1), _TINY)                    # (B, D)
         if self.weight_normalization:
-            kernel = kernel / tf.maximum(tf.norm(kernel, axis=0, keepdims=True), _TINY)  # (D, K)
+            kernel = kernel / tf.maximum(_norm(kernel, axis=0), _TINY)     # (D, K)
         return tf.matmul(z, kernel)
 
     def call(self, features):

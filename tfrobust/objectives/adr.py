@@ -4,8 +4,8 @@ import keras
 import tensorflow as tf
 
 from tfrobust.objectives import regularizers as regularizers_lib
-from tfrobust.objectives.base import (LossOutput, Objective, kl_divergence, register, sparse_ce,
-                                      weighted_mean)
+from tfrobust.objectives.base import (LossOutput, Objective, copies, kl_divergence, paired_logits,
+                                      register, sparse_ce, weighted_mean)
 from tfrobust.objectives.trades import TRADES
 from tfrobust.utils import validation
 
@@ -72,6 +72,7 @@ class ADR(Objective):
             "natural_loss", "robust_loss")
         self.term_names = base_terms + tuple(names)
         self._tap = None
+        self._tap_is_output = False  # the tapped layer is the backbone's output
 
     @classmethod
     def from_options(cls, options):
@@ -107,18 +108,25 @@ class ADR(Objective):
                 if member is target:
                     tapped = outputs
             self._tap = keras.Model(inputs, [tapped, outputs])
+            self._tap_is_output = tapped is outputs
         else:
             self._tap = keras.Model(backbone.inputs, [target.output, backbone.outputs[0]])
+            self._tap_is_output = target.output is backbone.outputs[0]
         return True
 
     def _forward(self, model, x):
+        """(the regularised activations, flattened; the features the head reads)."""
         if self.layer is None:
-            z = model.features(x, training=True)
-            return z, z
-        if self._tap is None:
-            # RobustModel.fit builds it; a direct call (a test, a custom loop) builds it here.
-            self.build(model, None)
-        h, z = self._tap(x, training=True)
+            h = z = model.features(x, training=True)
+        else:
+            if self._tap is None:
+                # RobustModel.fit builds it; a direct call (a test, a custom loop) builds it.
+                self.build(model, None)
+            h, z = self._tap(x, training=True)
+        if self.layer is None or self._tap_is_output:
+            # One tensor read by the regularisers and by both head calls: two copies, so
+            # that its gradient is not a sum of three terms (see `compute_loss`).
+            h, z = copies(z, 2)
         return tf.reshape(h, [tf.shape(h)[0], -1]), z
 
     def craft(self, model, x, y, seed):
@@ -129,21 +137,28 @@ class ADR(Objective):
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         h, z = self._forward(model, x)
         h_adv, z_adv = self._forward(model, x_adv)
-        logits, logits_adv = (model.use_logits(z, "regularizer", y),
-                              model.use_logits(z_adv, "regularizer", y))
-        clean_ce = sparse_ce(model.use_logits(z, "loss", y), y)
+        # The head is called once per kind of logits (TRADES' base uses the clean rows' loss
+        # logits only) and the regularisers read copies, so that no gradient is a sum of
+        # three or more terms in an order threads decide (`paired_logits`): the update is
+        # the same from run to run.
+        logits, logits_adv = paired_logits(model, z, z_adv, "regularizer", y)
         if self.base == "pgd-at":
-            second = sparse_ce(model.use_logits(z_adv, "loss", y), y)
+            clean_logits, adv_logits = paired_logits(model, z, z_adv, "loss", y)
+            clean_ce, second = sparse_ce(clean_logits, y), sparse_ce(adv_logits, y)
             per_example = 0.5 * clean_ce + 0.5 * second
             terms = {"clean_loss": tf.reduce_mean(clean_ce), "adv_loss": tf.reduce_mean(second)}
         else:
+            clean_ce = sparse_ce(paired_logits(model, z, z_adv, "loss", y)[0], y)
             second = kl_divergence(logits, logits_adv)
             per_example = clean_ce + self.beta * second
             terms = {"natural_loss": tf.reduce_mean(clean_ce),
                      "robust_loss": tf.reduce_mean(second)}
         num_classes = logits.shape[-1]
-        for regularizer in self.regularizers:
-            value = regularizer(h, h_adv, logits, logits_adv, y, num_classes)   # (B,)
+        count = len(self.regularizers)
+        inputs = zip(*(copies(t, count) for t in (h, h_adv, logits, logits_adv))) if count > 1 \
+            else [(h, h_adv, logits, logits_adv)] * count
+        for regularizer, (h_r, h_adv_r, logits_r, logits_adv_r) in zip(self.regularizers, inputs):
+            value = regularizer(h_r, h_adv_r, logits_r, logits_adv_r, y, num_classes)   # (B,)
             per_example = per_example + regularizer.weight * value
             terms[regularizer.name] = tf.reduce_mean(value)
         return LossOutput(weighted_mean(per_example, sample_weight), terms,

@@ -2,8 +2,8 @@
 
 import tensorflow as tf
 
-from tfrobust.objectives.base import (Hyperparameter, LossOutput, Objective, register, sparse_ce,
-                                      weighted_mean)
+from tfrobust.objectives.base import (Hyperparameter, LossOutput, Objective, paired_logits,
+                                      register, sparse_ce, weighted_mean)
 from tfrobust.utils import validation
 
 
@@ -36,10 +36,10 @@ class ALP(Objective):
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         z = model.features(x, training=True)
         z_adv = model.features(x_adv, training=True)
-        clean = sparse_ce(model.use_logits(z, "loss", y), y)
-        adv = sparse_ce(model.use_logits(z_adv, "loss", y), y)
-        diff = tf.cast(model.use_logits(z, "regularizer", y), tf.float32) - tf.cast(
-            model.use_logits(z_adv, "regularizer", y), tf.float32)
+        clean_logits, adv_logits = paired_logits(model, z, z_adv, "loss", y)
+        clean, adv = sparse_ce(clean_logits, y), sparse_ce(adv_logits, y)
+        pair, pair_adv = paired_logits(model, z, z_adv, "regularizer", y)
+        diff = tf.cast(pair, tf.float32) - tf.cast(pair_adv, tf.float32)
         pairing = tf.reduce_mean(tf.square(diff), axis=-1)
         loss = weighted_mean(0.5 * clean + 0.5 * adv + self.beta * pairing, sample_weight)
         terms = {"clean_loss": tf.reduce_mean(clean), "adv_loss": tf.reduce_mean(adv),

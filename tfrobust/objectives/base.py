@@ -101,6 +101,31 @@ def kl_divergence(p_logits, q_logits):
     return tf.reduce_sum(tf.exp(log_p) * (log_p - tf.nn.log_softmax(q_logits)), axis=-1)
 
 
+def paired_logits(model, z, z_adv, use, y):
+    """The head's `use` logits of the clean rows `z` and the adversarial rows `z_adv`, in
+    one call of the head on both: (logits of z, logits of z_adv).
+
+    Why one call: the gradient of a weight that several calls use is the sum of theirs,
+    which the tape adds with one AddN, and on CPU AddN starts from whichever input's
+    buffer it can reuse, which depends on how TensorFlow's threads ran. Two terms add up
+    the same either way; three or more do not, so an objective that called the head three
+    times (TRADES, ALP, ADR did) updated its weights differently in the last bits from one
+    run to the next, and a resumed run did not end where an uninterrupted one did.
+    """
+    both = model.use_logits(tf.concat([z, z_adv], 0), use, tf.concat([y, y], 0))
+    return tf.split(both, 2)
+
+
+def copies(tensor, count):
+    """`count` copies of `tensor` whose gradients are added in a fixed order.
+
+    For a tensor that three or more terms read (see `paired_logits`): the copies'
+    gradients are added by one reduction over a stacked axis, not by the tape's AddN.
+    """
+    shape = tf.concat([[count], tf.shape(tensor)], 0)
+    return tf.unstack(tf.broadcast_to(tensor[None], shape), num=count)
+
+
 class ModelView:
     """What an objective may use of the `RobustModel` it trains, and nothing else.
 

@@ -3,7 +3,8 @@
 import tensorflow as tf
 
 from tfrobust.objectives.base import (Hyperparameter, LossOutput, Objective, derived_pgd,
-                                      kl_divergence, register, sparse_ce, weighted_mean)
+                                      kl_divergence, paired_logits, register, sparse_ce,
+                                      weighted_mean)
 from tfrobust.utils import validation
 
 
@@ -44,9 +45,11 @@ class TRADES(Objective):
     def compute_loss(self, model, x, x_adv, y, sample_weight=None):
         z = model.features(x, training=True)
         z_adv = model.features(x_adv, training=True)
-        natural = sparse_ce(model.use_logits(z, "loss", y), y)
-        robust = kl_divergence(model.use_logits(z, "regularizer", y),
-                               model.use_logits(z_adv, "regularizer", y))
+        # Each features tensor reaches the head through `paired_logits` only (the adversarial
+        # rows' loss logits are not used): a hypersphere head reads its input twice, so a
+        # third read would make z's gradient a sum of three terms.
+        natural = sparse_ce(paired_logits(model, z, z_adv, "loss", y)[0], y)
+        robust = kl_divergence(*paired_logits(model, z, z_adv, "regularizer", y))
         loss = weighted_mean(natural + self.beta * robust, sample_weight)
         terms = {"natural_loss": tf.reduce_mean(natural), "robust_loss": tf.reduce_mean(robust)}
         return LossOutput(loss, terms, tf.stop_gradient(model.use_logits(z, "evaluation")),
