@@ -307,12 +307,19 @@ def headline_table():
     return "\n".join(lines)
 
 
-def short_runs_table():
-    path = os.path.join(RESULTS, "adr_short_runs.json")
+def _script_results(script):
+    """experiments/results/<script>.json, written by experiments/<script>.py; None if absent."""
+    path = os.path.join(RESULTS, f"{script}.json")
     if not os.path.exists(path):
-        return "not run: python experiments/adr_short_runs.py"
+        return None
     with open(path) as handle:
-        runs = json.load(handle)
+        return json.load(handle)
+
+
+def short_runs_table():
+    runs = _script_results("adr_short_runs")
+    if runs is None:
+        return "not run: python experiments/adr_short_runs.py"
     lines = ["| bundled sample, 237 updates | objective | initialisation | dropout | optimiser | "
              "clean (500) | PGD-10 (500) | local compactness | mean abs(latent) | zero share |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -327,8 +334,37 @@ def short_runs_table():
     return "\n".join(lines)
 
 
+def adr_scale_table():
+    runs = _script_results("adr_scale")
+    if runs is None:
+        return "not run: python experiments/adr_scale.py"
+    first = next(iter(runs["results"].values()))
+    updates = [point["update"] for point in first["trajectory"]]
+    shown = sorted({updates[0], updates[len(updates) // 2 - 1], updates[-1]})
+
+    def number(value):
+        return "-" if value is None else f"{value:.3g}"
+
+    lines = [f"| bundled sample, {first['updates']} updates | initialisation | compactness on | "
+             "clean (500) | PGD-10 (500) | "
+             + " | ".join(f"mean abs(z) at {u}" for u in shown)
+             + " | r at " + " | r at ".join(str(u) for u in shown) + " |",
+             "|---|---|---|---|---|" + "---|" * (2 * len(shown))]
+    for name, result in runs["results"].items():
+        variant = runs["variants"][name]
+        points = {point["update"]: point for point in result["trajectory"]}
+        lines.append(
+            f"| {name} | {variant['initialization']} | {variant['compactness']} | "
+            f"{pct(result['clean'])} | {pct(result['pgd10'])} | "
+            + " | ".join(number(points[u]["latent_mean_abs"]) for u in shown) + " | "
+            + " | ".join("-" if points[u]["r"] is None else f"{points[u]['r']:+.2f}"
+                         for u in shown) + " |")
+    return "\n".join(lines)
+
+
 TABLES = {"seeds": seeds_table, "ablation": ablation_table, "findings": findings_table,
-          "short_runs": short_runs_table, "cifar_seeds": cifar_seeds_table,
+          "short_runs": short_runs_table, "adr_scale": adr_scale_table,
+          "cifar_seeds": cifar_seeds_table,
           "cifar_frameworks": cifar_frameworks_table, "paired": paired_table,
           "cifar_paired": cifar_paired_table, "cifar_he_pairs": cifar_he_pairs_table,
           "headline": headline_table}

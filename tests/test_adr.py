@@ -97,6 +97,43 @@ def test_entropy_flows_through_both_arguments_of_the_adversarial_prediction():
     np.testing.assert_allclose(g_logits_adv, expected, rtol=1e-5, atol=1e-7)
 
 
+def test_compactness_can_grow_the_latent_it_shares_weights_with():
+    """Why ADR's latent can explode (experiments/adr_scale.py): z = c a and z' = c b come from
+    the same weight c, but the clean side is a frozen target, so the local compactness
+    c mean_k |a_k - b_k| has dL/dc = mean_k sign(b_k - a_k) b_k (c > 0), negative when the
+    adversary lowers activations with more mass than it raises: gradient descent then raises
+    c, the distance with it, and the sign does not depend on c. Through both sides dL/dc =
+    mean|a - b| >= 0 instead: descent can only shrink the latent."""
+    a = np.array([[4.0, 0.0, 1.0]], "float32")       # clean activations (ReLU outputs)
+
+    def local(c, b):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(R.LocalCompactness()(c * a, c * b, LOGITS[:1], LOGITS_ADV[:1],
+                                                      Y[:1], 3))
+        return loss.numpy(), tape.gradient(loss, c).numpy()
+
+    # The adversary lowers 4 to 1 and raises 0 to 0.5 and 1 to 1.5: (-1 + 0.5 + 1.5) / 3 > 0.
+    raised = np.array([[1.0, 0.5, 1.5]], "float32")
+    for c0 in (1.0, 10.0):
+        loss, gradient = local(tf.Variable(c0), raised)
+        assert loss == pytest.approx(c0 * (3 + 0.5 + 0.5) / 3)
+        assert gradient == pytest.approx((-1 + 0.5 + 1.5) / 3)
+    # It lowers 4 to 1 and 1 to 0.5, raises 0 to 0.5: (-1 + 0.5 - 0.5) / 3 < 0.
+    lowered = np.array([[1.0, 0.5, 0.5]], "float32")
+    c = tf.Variable(1.0)
+    for _ in range(50):                               # plain gradient descent on c, step 0.1
+        loss, gradient = local(c, lowered)
+        assert gradient == pytest.approx(-1 / 3)
+        c.assign_sub(0.1 * gradient)
+    assert c.numpy() == pytest.approx(1 + 50 * 0.1 / 3, rel=1e-5)   # up by 1/30 every step
+    assert local(c, lowered)[0] == pytest.approx(c.numpy() * (3 + 0.5 + 0.5) / 3)  # and d
+    # The full gradient of c mean|a - b| (no stop-gradient) is mean|a - b| > 0.
+    c = tf.Variable(1.0)
+    with tf.GradientTape() as tape:
+        full = tf.reduce_mean(tf.abs(c * a - c * lowered))
+    assert tape.gradient(full, c).numpy() == pytest.approx(np.abs(a - lowered).mean())
+
+
 def test_a_batch_of_one_class_gives_finite_values():
     labels = np.zeros(3, "int64")
     for regularizer in R.reference_regularizers():

@@ -41,6 +41,20 @@ class ADR(Objective):
     for a hypersphere head); the regularisers and the KL its attack logits.
     Each regulariser is logged under its own name.
 
+    Differences from the reference code (ADR's TensorFlow code for CIFAR-10, its
+    PyTorch port, whose MNIST configuration names `small_cnn`'s latent): the
+    base "pgd-at" weights are the TensorFlow code's 0.5 and 0.5, where the
+    PyTorch port's MNIST configuration has 1 and 1 (the same update as every
+    term at 0.5 under twice the learning rate); global smoothness is at 0 by
+    default, as the TensorFlow code's comment advises and ASCL sets it, where
+    both codes' run scripts set it to 1; weight decay belongs to the optimizer
+    (the TensorFlow code adds 2e-4 L2 to its loss). Compactness passes its
+    gradient through the adversarial side only, as in every reference: on a
+    latent whose scale the weights set (`small_cnn`'s `flatten`), that can
+    grow the scale without bound (experiments/README.md, "Why ADR's latent
+    explodes on MNIST"); the ResNets' latents follow a BatchNorm, as the
+    TensorFlow code's does.
+
     Args:
         base: `"pgd-at"` or `"trades"`.
         regularizers: a list of `tfrobust.objectives.regularizers` objects,
