@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 LONGEST_FIRST = ("test_reference_fidelity.py", "test_objectives.py", "test_resume.py",
                  "test_distributed.py", "test_cli.py", "test_tuning.py",
                  "test_attack_registry.py", "test_evaluation.py", "test_optimizers.py",
-                 "test_evaluate_cli.py", "test_zoo.py")
+                 "test_evaluate_cli.py", "test_experiments.py", "test_zoo.py")
 
 
 def pytest_collection_modifyitems(items):
