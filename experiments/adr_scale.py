@@ -166,6 +166,9 @@ def main(argv=None):
     if args.updates % per_pass:
         parser.error(f"argument --updates: expected a multiple of {per_pass} (whole passes "
                      f"over {TRAIN_DIGITS:,} digits), got {args.updates}")
+    if args.every > args.updates:
+        parser.error(f"argument --every: expected at most --updates ({args.updates}), got "
+                     f"{args.every}")
     names = args.variants
 
     from tfrobust import data as data_lib

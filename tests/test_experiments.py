@@ -484,6 +484,7 @@ def test_adr_scale_records_the_latent_growing_under_compactness_from_the_command
 
     for args, message in ((["--updates", "40"], "--updates: expected a multiple of 32"),
                           (["--every", "0"], "--every: expected a positive whole number"),
+                          (["--every", "96"], "--every: expected at most --updates (64)"),
                           (["--variants", "bn"], "--variants: invalid choice: 'bn'")):
         wrong = scale(*args)
         assert wrong.returncode == 2 and message in wrong.stderr, wrong.stderr
@@ -496,7 +497,8 @@ def test_adr_scale_records_the_latent_growing_under_compactness_from_the_command
                                   "--variants reference")
     run = written["results"]["reference"]
     assert run["updates"] == 64 and [p["update"] for p in run["trajectory"]] == [16, 32, 48, 64]
-    committed = json.loads(open(os.path.join(EXPERIMENTS, "results", "adr_scale.json")).read())
+    with open(os.path.join(EXPERIMENTS, "results", "adr_scale.json")) as handle:
+        committed = json.load(handle)
     # The committed run's measurements at the same updates, to the last bit on one device.
     assert run["trajectory"] == committed["results"]["reference"]["trajectory"][1::2]
     assert run["clean"] == committed["results"]["reference"]["clean"]
