@@ -43,6 +43,9 @@ CIFAR_FRAMEWORKS = [("PGD-AT", "cifar10_pgd_at"), ("PGD-AT + HE", "cifar10_pgd_a
 # PGD-AT pair are in CIFAR_SEEDS).
 CIFAR_HE_PAIRS = [(("FastAT", "cifar10_fast_at"), ("FastAT + HE", "cifar10_fast_at_he")),
                   (("TRADES", "cifar10_trades"), ("TRADES + HE", "cifar10_trades_he"))]
+# The other frameworks with the dense head against PGD-AT, on the images both reports have.
+CIFAR_AGAINST_PGD_AT = [("TRADES", "cifar10_trades"), ("FastAT", "cifar10_fast_at"),
+                        ("ADR (on PGD-AT)", "cifar10_adr")]
 FINDINGS = [("ADR at the reference latent (flatten, 1,024)", "mnist_adr"),
             ("ADR at the 200-unit features layer", "mnist_adr_features"),
             ("ADR, reference initialisation", "mnist_adr_reference_init"),
@@ -182,7 +185,7 @@ def seeds_table(rows=SEEDS, dataset="MNIST", report_images=500):
     return "\n".join(lines)
 
 
-def paired(base, other):
+def paired(base, other, first=False):
     """Two reports on the same images, compared image by image.
 
     Returns the images robust under both, under `base` only and under `other` only, the
@@ -190,14 +193,24 @@ def paired(base, other):
     per-image differences) and the exact two-sided McNemar p-value (a binomial test of the
     discordant images at one half). This is the noise of the image sample alone, for models
     fixed; the spread over seeds is the noise of training.
+
+    With `first=True` two reports on the first N and the first M images of the same data and
+    split (`tfrobust evaluate --limit`) are compared on the first min(N, M). Their data hashes
+    cover different slices, so that the shorter slice is a prefix of the longer one is taken
+    from `--limit` (it keeps the first images, in order), not checked.
     """
-    for key in ("name", "split", "limit", "sha256"):
+    keys = ("name", "split") if first else ("name", "split", "limit", "sha256")
+    for key in keys:
         if base["data"][key] != other["data"][key]:
             raise ValueError(f"Expected two reports on the same images. Received: data {key} "
                              f"{base['data'][key]!r} and {other['data'][key]!r}")
-    a = [outcome == "robust" for outcome in base["broken_by"]]
-    b = [outcome == "robust" for outcome in other["broken_by"]]
-    n = len(a)
+    if first and None in (base["data"]["limit"], other["data"]["limit"]):
+        raise ValueError("Expected two reports on the first images of a split (--limit) to "
+                         "compare on the first of both. Received: data limit "
+                         f"{base['data']['limit']!r} and {other['data']['limit']!r}")
+    n = min(len(base["broken_by"]), len(other["broken_by"]))
+    a = [outcome == "robust" for outcome in base["broken_by"][:n]]
+    b = [outcome == "robust" for outcome in other["broken_by"][:n]]
     both = sum(x and y for x, y in zip(a, b))
     only_base = sum(x and not y for x, y in zip(a, b))
     only_other = sum(y and not x for x, y in zip(a, b))
@@ -218,7 +231,7 @@ def _paired_header(dataset, only_base, only_other):
             "|---|---|---|---|---|---|---|---|---|"]
 
 
-def _paired_rows(base, other):
+def _paired_rows(base, other, first=False):
     """One line per seed both rows ran, `other` against `base` (each a (label, name))."""
     (base_label, base_name), (label, name) = base, other
     base_runs, runs = load(base_name), load(name)
@@ -227,7 +240,7 @@ def _paired_rows(base, other):
         return [f"| {label} vs {base_label} | not run |" + " |" * 7]
     lines = []
     for seed in seeds:
-        c = paired(_report(base_runs[seed]), _report(runs[seed]))
+        c = paired(_report(base_runs[seed]), _report(runs[seed]), first)
         lines.append(f"| {label} vs {base_label} | {seed} | {c['images']:,} | {c['both']} | "
                      f"{c['only_base']} | {c['only_other']} | {100 * c['gap']:+.1f} | "
                      f"{100 * c['standard_error']:.1f} | {c['p_value']:.2g} |")
@@ -251,6 +264,15 @@ def cifar_he_pairs_table():
     lines = _paired_header("CIFAR-10", "the dense head", "HE")
     for base, other in CIFAR_HE_PAIRS:
         lines += _paired_rows(base, other)
+    return "\n".join(lines)
+
+
+def cifar_against_pgd_at_table():
+    """TRADES, FastAT and ADR against PGD-AT of the same seed, on the first images of both
+    reports (PGD-AT's report has 1,000, theirs 500)."""
+    lines = _paired_header("CIFAR-10", "PGD-AT", "the other")
+    for row in CIFAR_AGAINST_PGD_AT:
+        lines += _paired_rows(CIFAR_SEEDS[0], row, first=True)
     return "\n".join(lines)
 
 
@@ -367,6 +389,7 @@ TABLES = {"seeds": seeds_table, "ablation": ablation_table, "findings": findings
           "cifar_seeds": cifar_seeds_table,
           "cifar_frameworks": cifar_frameworks_table, "paired": paired_table,
           "cifar_paired": cifar_paired_table, "cifar_he_pairs": cifar_he_pairs_table,
+          "cifar_against_pgd_at": cifar_against_pgd_at_table,
           "headline": headline_table}
 _BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- end table -->)", re.S)
 

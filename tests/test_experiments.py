@@ -369,6 +369,21 @@ def test_paired_comparison_counts_images_and_matches_the_closed_forms():
     assert c["p_value"] == pytest.approx(2 * 11 / 1024)
     with pytest.raises(ValueError, match="sha256 'a' and 'b'"):
         paired(_report_of({0}, 4), _report_of({0}, 4, sha="b"))
+    # The first 10 images of one report against the first 4 of another (CIFAR-10's PGD-AT
+    # reports have 1,000, the other frameworks' 500): images 4-9 of the longer are left out.
+    with pytest.raises(ValueError, match="limit 10 and 4"):
+        paired(_report_of({0, 5, 6, 7}, 10), _report_of({1}, 4, sha="b"))
+    c = paired(_report_of({0, 5, 6, 7}, 10), _report_of({1}, 4, sha="b"), first=True)
+    assert (c["images"], c["both"], c["only_base"], c["only_other"]) == (4, 0, 1, 1)
+    assert c["gap"] == 0.0 and c["p_value"] == 1.0
+    unlimited = _report_of({1}, 4, sha="b")
+    unlimited["data"]["limit"] = None
+    with pytest.raises(ValueError, match="data limit 10 and None"):
+        paired(_report_of({0}, 10), unlimited, first=True)
+    with pytest.raises(ValueError, match="split 'test' and 'train'"):
+        other_split = _report_of({1}, 4)
+        other_split["data"]["split"] = "train"
+        paired(_report_of({0}, 10), other_split, first=True)
 
 
 def test_status_reads_where_each_queued_run_stands_from_the_command_line(tmp_path):
