@@ -380,9 +380,9 @@ def test_paired_comparison_counts_images_and_matches_the_closed_forms():
     unlimited["data"]["limit"] = None
     with pytest.raises(ValueError, match="data limit 10 and None"):
         paired(_report_of({0}, 10), unlimited, first=True)
+    other_split = _report_of({1}, 4)
+    other_split["data"]["split"] = "train"
     with pytest.raises(ValueError, match="split 'test' and 'train'"):
-        other_split = _report_of({1}, 4)
-        other_split["data"]["split"] = "train"
         paired(_report_of({0}, 10), other_split, first=True)
 
 
